@@ -1,0 +1,1 @@
+"""A side-by-side benchmark: this project, bare pika, Celery, Dramatiq (`python -m bench.run`)."""

@@ -1,0 +1,44 @@
+"""This project's worker for the benchmark: rabbit_queues' consume path, minus the printing.
+
+A body is a number of milliseconds to sleep (0 for the no-op tasks); a finished task that
+slept prints 'done'. The body 'mark' ends a drain: the benchmark waits for its file.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rabbit_queues import Broker, Delivery, QueueSpec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--prefetch", type=int, default=1, help="0: unlimited")
+    args = parser.parse_args()
+
+    def on_message(delivery: Delivery) -> None:
+        if delivery.body == b"mark":
+            Path(os.environ["BENCH_MARK_FILE"]).touch()
+            delivery.ack()
+            return
+        milliseconds = int(delivery.body or b"0")
+        if milliseconds:
+            time.sleep(milliseconds / 1000)
+        delivery.ack()
+        if milliseconds:
+            print("done", flush=True)
+
+    with Broker.connect(args.url) as broker:
+        queue = QueueSpec(args.queue)
+        broker.declare(queue)
+        broker.consume(queue, on_message, prefetch_count=args.prefetch or None)
+        print("ready", flush=True)
+        broker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Lesson 1, producer: send a message to the 'hello' queue.
+
+python hello_world/new_task.py                 sends 'Hello World!'
+python hello_world/new_task.py Hi there...     sends 'Hi there...'
+python hello_world/new_task.py -               sends one message per line of standard input
+"""
+
+import sys
+
+from rabbit_queues import (
+    HELLO,
+    Broker,
+    broker_url,
+    plain_text,
+    run_script,
+    script_parser,
+    send_lines,
+)
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument("words", nargs="*", help="the message (default: Hello World!), or -")
+    args = parser.parse_args()
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(HELLO)  # both sides declare the queue: either may start first
+        # Transient (persistent=False): kept in memory only, so a broker restart loses the
+        # message. Lesson 2 (work_queue) makes messages persistent.
+        if args.words == ["-"]:
+            send_lines(broker, HELLO, sys.stdin, plain_text, persistent=False, noun="messages")
+            return
+        message = " ".join(args.words) or "Hello World!"
+        broker.publish(HELLO, message, persistent=False)
+        print(f" [x] Sent '{message}'")
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Lesson 1, worker: print each message of the 'hello' queue (one second of work per '.').
+
+Auto-ack: RabbitMQ deletes a message as soon as it sends it, so what a worker holds when it
+dies is lost. Lesson 2 (work_queue) fixes that with manual acknowledgements.
+"""
+
+import time
+
+from rabbit_queues import (
+    HELLO,
+    Broker,
+    Delivery,
+    add_burst_option,
+    broker_url,
+    run_script,
+    script_parser,
+)
+
+
+def on_message(delivery: Delivery) -> None:
+    message = delivery.body.decode()
+    print(f" [x] Received '{message}'")
+    time.sleep(message.count("."))  # fake work: one second per dot
+    print(" [x] Done")
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_burst_option(parser)
+    args = parser.parse_args()
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(HELLO)
+        # auto_ack=True: "delivered" counts as "done". RabbitMQ pushes every waiting message
+        # to the workers at once and forgets it; a worker that dies takes its share with it.
+        broker.consume(HELLO, on_message, auto_ack=True)
+        print(" [*] Waiting for messages. To exit press CTRL+C")
+        broker.run(until_empty=args.burst)
+
+
+if __name__ == "__main__":
+    run_script(main)

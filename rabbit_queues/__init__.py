@@ -1,0 +1,48 @@
+"""The small wrapper over pika that the lesson scripts share.
+
+It is the only place that knows how to reach the broker and how each queue is declared, so a
+producer and a worker can never declare the same queue differently. It hides plumbing
+(connecting, confirms, clean shutdown), not the lesson: the scripts still say where messages
+are persistent, where they are acknowledged and how many a worker may hold (prefetch).
+"""
+
+from rabbit_queues.broker import Broker
+from rabbit_queues.cli import (
+    add_burst_option,
+    plain_text,
+    run_script,
+    script_parser,
+    send_lines,
+)
+from rabbit_queues.connection import DEFAULT_URL, BrokerError, broker_url, redact_url
+from rabbit_queues.delivery import Delivery
+from rabbit_queues.queues import (
+    HELLO,
+    RESULTS,
+    TASK_QUEUE,
+    TASKS,
+    QueueSpec,
+    dead_letter_queue,
+    retry_queue,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "HELLO",
+    "RESULTS",
+    "TASKS",
+    "TASK_QUEUE",
+    "Broker",
+    "BrokerError",
+    "Delivery",
+    "QueueSpec",
+    "add_burst_option",
+    "broker_url",
+    "dead_letter_queue",
+    "plain_text",
+    "redact_url",
+    "retry_queue",
+    "run_script",
+    "script_parser",
+    "send_lines",
+]

@@ -1,0 +1,65 @@
+"""Every queue the lessons use, declared in one place.
+
+A queue's properties are fixed when it is first declared; declaring it again with different
+ones fails with PRECONDITION_FAILED. Producers and workers both declare their queues (either
+may start first), so both take the declaration from here and can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import ChannelClosedByBroker
+
+from rabbit_queues.connection import BrokerError
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue shared by producers and workers."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def declare(self, channel: BlockingChannel) -> None:
+        """Create the queue if it does not exist yet; explain a clash in one line.
+
+        Durable: the queue survives a broker restart, and so do its *persistent* messages.
+        RabbitMQ 4.3 also refuses non-durable queues that are not exclusive to one connection,
+        so even hello_world's queue is durable (its messages are not).
+        """
+        try:
+            channel.queue_declare(queue=self.name, durable=True, arguments=self.arguments)
+        except ChannelClosedByBroker as error:
+            if error.reply_code != 406:
+                raise
+            raise BrokerError(
+                f"queue {self.name!r} already exists with other properties ({error.reply_text}); "
+                f"delete it and run again: rabbitmqctl delete_queue {self.name}"
+            ) from None
+
+
+def dead_letter_queue(queue: QueueSpec) -> QueueSpec:
+    """Where a worker parks the messages of ``queue`` it could not process."""
+    return QueueSpec(f"{queue.name}.dlq")
+
+
+def retry_queue(queue: QueueSpec) -> QueueSpec:
+    """Where a failed message of ``queue`` waits before its next attempt.
+
+    Nobody consumes it. Each message is published to it with an expiration; when that runs
+    out, RabbitMQ dead-letters the message through the default exchange ("") back to
+    ``queue``. So the wait costs no worker anything: nothing is held unacknowledged.
+    """
+    return QueueSpec(
+        f"{queue.name}.retry",
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue.name},
+    )
+
+
+HELLO = QueueSpec("hello")  # lesson 1: durable queue, but transient messages and auto-ack
+TASK_QUEUE = QueueSpec("task_queue")  # lesson 2: text tasks, one second of work per '.'
+TASKS = QueueSpec("tasks")  # lesson 3: JSON tasks {"id", "type", "args"}
+RESULTS = QueueSpec("results")  # lesson 3: JSON results, correlation_id = the task's id

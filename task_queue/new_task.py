@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Lesson 3, producer: send a JSON task {"id", "type", "args"} to the 'tasks' queue.
+
+python task_queue/new_task.py add 2 3                    prints the new task's id
+python task_queue/new_task.py wordcount "to be or not"
+python task_queue/new_task.py add 2 3 --then mul 4       a chain: mul(add(2, 3), 4)
+python task_queue/new_task.py -                          one task per line: add 2 3
+"""
+
+import argparse
+import json
+import math
+import shlex
+import sys
+
+from rabbit_queues import TASKS, Broker, broker_url, run_script, script_parser, send_lines
+from rabbit_queues.task_messages import MAX_CHAIN_STEPS, Step, Task
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("type", help="task type: add, mul, sleep, wordcount; or - for stdin")
+    parser.add_argument("args", nargs="*", help="its arguments: numbers, or text in quotes")
+    parser.add_argument(
+        "--then",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("TYPE", "ARG"),
+        help="then run TYPE on the result (the result comes first, then the ARGs); repeat "
+        f"it for a chain of up to {MAX_CHAIN_STEPS} steps",
+    )
+
+
+class LineParser(argparse.ArgumentParser):
+    """Reads a line of standard input as the command line is read; errors raise ValueError."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)
+
+
+def parse_argument(text: str) -> object:
+    """'2' -> 2, '2.5' -> 2.5, anything else stays text."""
+    for number in (int, float):
+        try:
+            value = number(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return value
+    return text
+
+
+def build_task(args: argparse.Namespace) -> Task:
+    """A task, or the first task of a chain; ValueError if the chain is too long."""
+    first = Step(args.type, [parse_argument(argument) for argument in args.args])
+    if not args.then:
+        return Task.new(first.type, first.args)
+    then = [Step(type, [parse_argument(a) for a in arguments]) for type, *arguments in args.then]
+    return Task.new_chain(first, then)
+
+
+def describe(task: Task) -> str:
+    """'add(2, 3), task id ...' or, for a chain, 'add(2, 3) | mul(_, 4), chain id ...'."""
+    if task.chain is None:
+        return f"{task}, task id {task.id}"
+    later = [
+        f"{step.type}({', '.join(['_', *(json.dumps(arg) for arg in step.args)])})"
+        for step in task.chain.then
+    ]
+    return f"{' | '.join([str(task), *later])}, chain id {task.chain.id}"
+
+
+def properties(task: Task) -> dict[str, str]:
+    return {"message_id": task.id, "content_type": "application/json"}
+
+
+def read_line(line: str) -> tuple[bytes, dict[str, str]]:
+    """A line of standard input, read as the command line is: the message to send."""
+    line_parser = LineParser(prog="a line of standard input", add_help=False)
+    add_task_arguments(line_parser)
+    task = build_task(line_parser.parse_args(shlex.split(line)))
+    return task.encode(), properties(task)
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_task_arguments(parser)
+    args = parser.parse_args()
+    if args.type == "-" and (args.args or args.then):
+        parser.error("- reads the tasks from standard input and takes no arguments")
+    try:
+        task = None if args.type == "-" else build_task(args)
+    except ValueError as error:
+        parser.error(str(error))  # before connecting: nothing is sent
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(TASKS)
+
+        if task is None:
+            send_lines(broker, TASKS, sys.stdin, read_line, persistent=True, noun="tasks")
+        else:
+            # Persistent and confirmed, as in lesson 2. The id travels in the body and as
+            # the message_id property; the worker sends the result back under that id.
+            broker.publish(TASKS, task.encode(), persistent=True, **properties(task))
+            print(f" [x] Sent {describe(task)}")
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Lesson 3: print the results of the 'results' queue as they arrive (of a chain, the last).
+
+Reading a result acknowledges it, and RabbitMQ deletes it: a queue is not a database, so a
+result read here (or by any other reader of 'results') is gone for everyone else.
+"""
+
+from rabbit_queues import (
+    RESULTS,
+    Broker,
+    Delivery,
+    add_burst_option,
+    broker_url,
+    run_script,
+    script_parser,
+)
+from rabbit_queues.task_messages import Result
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_burst_option(parser)
+    parser.add_argument("--steps", action="store_true", help="show every step of a chain")
+    args = parser.parse_args()
+
+    def on_result(delivery: Delivery) -> None:
+        result = Result.decode(delivery.body)
+        if result.final or args.steps:
+            print(f" [x] {result.heading}: {result.outcome}")
+        delivery.ack()
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(RESULTS)
+        broker.consume(RESULTS, on_result, prefetch_count=1)
+        print(" [*] Waiting for results. To exit press CTRL+C")
+        broker.run(until_empty=args.burst)
+
+
+if __name__ == "__main__":
+    run_script(main)

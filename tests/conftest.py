@@ -1,0 +1,273 @@
+"""Fixtures: a real RabbitMQ broker, the lesson scripts as processes, and a probe of the queues.
+
+The `broker` fixture finds a broker in this order, and never skips:
+  1. RABBITMQ_URL, if set (the tests empty the lessons' queues there: use a scratch vhost);
+  2. a testcontainers RabbitMQ container, if a Docker daemon answers;
+  3. a throwaway node of the local `rabbitmq-server`, removed afterwards.
+The system broker at 127.0.0.1:5672 is only used if RABBITMQ_URL points at it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pika
+import pika.exceptions
+import pika.spec
+import pytest
+from rabbitmq_node import LocalNode
+from script_runner import REPO, RunningScript, python_on_path
+
+from rabbit_queues import HELLO, RESULTS, TASK_QUEUE, TASKS, dead_letter_queue
+
+DOCKER_IMAGE = "rabbitmq:4-management"
+LESSON_QUEUES = [
+    queue.name
+    for base in (HELLO, TASK_QUEUE, TASKS, RESULTS)
+    for queue in (base, dead_letter_queue(base))
+]
+
+
+@dataclass
+class BrokerUnderTest:
+    url: str
+    kind: str
+    rabbitmqctl_env: dict[str, str] | None = None  # env that points `rabbitmqctl` at it
+    docker_exec: list[str] | None = None  # or: how to run rabbitmqctl in its container
+    restart: Callable[[], None] | None = None
+    tls_port: int | None = None  # an amqps:// listener whose certificate says 'localhost'
+    ca_file: Path | None = None  # the CA that signed that certificate
+
+
+def _from_docker() -> Iterator[BrokerUnderTest] | None:
+    import docker.errors
+
+    try:
+        from testcontainers.community.rabbitmq import RabbitMqContainer
+    except ImportError:  # testcontainers before the community namespace
+        from testcontainers.rabbitmq import RabbitMqContainer
+    try:
+        container = RabbitMqContainer(DOCKER_IMAGE)  # talks to the daemon: raises without one
+    except docker.errors.DockerException:
+        return None
+
+    def run() -> Iterator[BrokerUnderTest]:
+        with container:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+            container_id = container.get_wrapped_container().id
+            yield BrokerUnderTest(
+                url=f"amqp://guest:guest@{host}:{port}/%2F",
+                kind=f"testcontainers {DOCKER_IMAGE}",
+                docker_exec=["docker", "exec", container_id],
+            )
+
+    return run()
+
+
+def _from_local_node() -> Iterator[BrokerUnderTest] | None:
+    if shutil.which("rabbitmq-server") is None:
+        return None
+
+    def run() -> Iterator[BrokerUnderTest]:
+        node = LocalNode()
+        try:
+            node.start()
+            yield BrokerUnderTest(
+                url=node.url,
+                kind=f"local node {node.name}",
+                rabbitmqctl_env=node.env,
+                restart=node.restart,
+                tls_port=node.tls_port,
+                ca_file=node.ca_file,
+            )
+        finally:
+            node.remove()
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[BrokerUnderTest]:
+    """A real broker for the whole session (see the module docstring for where from)."""
+    if url := os.environ.get("RABBITMQ_URL"):
+        yield BrokerUnderTest(url=url, kind="RABBITMQ_URL")
+        return
+    source = _from_docker() or _from_local_node()
+    if source is None:
+        pytest.fail(
+            "no RabbitMQ broker for the tests: set RABBITMQ_URL to a broker (vhost) the tests "
+            "may empty, or start a Docker daemon (testcontainers runs rabbitmq:4-management), "
+            "or install rabbitmq-server (apt-get install rabbitmq-server) so the tests can "
+            "start a throwaway node"
+        )
+    yield from source
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """Wait until ``condition()`` holds (e.g. a queue depth), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {condition}")
+        time.sleep(0.05)
+
+
+def send_work_queue_task(scripts: Scripts, command: str) -> None:
+    """Run a work_queue/new_task.py command line; check it reports the task as sent."""
+    sent = scripts.run(command)
+    assert sent.returncode == 0, sent.stderr
+    match = re.search(r'"(.*)"', command)
+    assert match is not None, command
+    assert sent.stdout == f" [x] Sent '{match.group(1)}'\n"
+
+
+def received(worker: RunningScript) -> list[str]:
+    """The work_queue tasks a worker printed as received, in order."""
+    return re.findall(r"Received '([^']*)'", worker.output)
+
+
+def restart(broker: BrokerUnderTest) -> None:
+    """Stop and start the broker under test (only the throwaway local node can be)."""
+    if broker.restart is None:
+        pytest.skip(f"only the throwaway local node can be restarted, not {broker.kind}")
+    broker.restart()
+
+
+class Probe:
+    """Looks at the broker directly, as the tests' own client (never through the scripts)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self._new_channel()
+
+    def _new_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+        channel = self._connection.channel()
+        channel.confirm_delivery()  # so publish() fails loudly if the queue does not exist
+        return channel
+
+    def depth(self, queue: str) -> int | None:
+        """Messages ready in ``queue`` (a passive declare: exact, unlike list_queues);
+        None if there is no such queue."""
+        declared = self._passive_declare(queue)
+        return None if declared is None else declared.message_count
+
+    def consumers(self, queue: str) -> int | None:
+        declared = self._passive_declare(queue)
+        return None if declared is None else declared.consumer_count
+
+    def _passive_declare(self, queue: str) -> pika.spec.Queue.DeclareOk | None:
+        try:
+            return self.channel.queue_declare(queue, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 404:
+                raise
+            self.channel = self._new_channel()  # the broker closed the old one
+            return None
+
+    def get_all(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+        """Take every ready message off ``queue``."""
+        messages = []
+        while True:
+            method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return messages
+            messages.append((properties, body))
+
+    def publish(self, queue: str, body: bytes, **properties: object) -> None:
+        """Publish as some other producer would, bypassing the lesson scripts."""
+        self.channel.basic_publish(
+            "", queue, body, pika.BasicProperties(**properties), mandatory=True
+        )
+
+    def delete_lesson_queues(self) -> None:
+        for name in LESSON_QUEUES:
+            self.channel.queue_delete(name)
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+
+
+@pytest.fixture
+def probe(broker: BrokerUnderTest) -> Iterator[Probe]:
+    """A client of the broker; every test starts with the lessons' queues deleted."""
+    probe = Probe(broker.url)
+    probe.delete_lesson_queues()
+    yield probe
+    probe.close()
+
+
+class Scripts:
+    """Starts README commands as processes with AMQP_URL set; cleans up after the test."""
+
+    def __init__(self, broker: BrokerUnderTest, bin_dir: Path) -> None:
+        self.broker = broker
+        self.env = {**os.environ, "AMQP_URL": broker.url, "PATH": python_on_path(bin_dir)}
+        self.env.pop("PYTHONUNBUFFERED", None)  # the scripts must flush lines on their own
+        self._running: list[RunningScript] = []
+
+    def start(self, command: str, *, stdin: bool = False) -> RunningScript:
+        """Start a long-running command (no shell), e.g. 'python work_queue/worker.py'."""
+        script = RunningScript(command, self.env, stdin=stdin)
+        self._running.append(script)
+        return script
+
+    def start_worker(self, command: str) -> RunningScript:
+        """Start a consumer and wait until it is subscribed."""
+        script = self.start(command)
+        script.wait_for(r"^ \[\*\] Waiting for")
+        return script
+
+    def run(
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command line as bash would (pipes and all) and wait for it to finish."""
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def rabbitmqctl(self, command: str) -> subprocess.CompletedProcess[str]:
+        """Run a README `rabbitmqctl ...` line against the broker under test."""
+        if self.broker.rabbitmqctl_env is not None:
+            return subprocess.run(
+                ["bash", "-c", command],
+                env=self.broker.rabbitmqctl_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        if self.broker.docker_exec is not None:
+            return subprocess.run(
+                [*self.broker.docker_exec, "bash", "-c", command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        pytest.skip(f"rabbitmqctl cannot reach a {self.broker.kind} broker")
+
+    def stop_all(self) -> None:
+        for script in self._running:
+            script.kill()
+
+
+@pytest.fixture
+def scripts(broker: BrokerUnderTest, probe: Probe, tmp_path: Path) -> Iterator[Scripts]:
+    scripts = Scripts(broker, tmp_path)
+    yield scripts
+    scripts.stop_all()

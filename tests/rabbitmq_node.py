@@ -1,0 +1,196 @@
+"""A throwaway RabbitMQ node for the tests, started from the local `rabbitmq-server`.
+
+It has its own node name, AMQP and distribution ports, data, log and plugin files, and its own
+config file (so /etc/rabbitmq's listener on 5672 is not used): it never touches the system
+broker. Debian's `rabbitmq-server` wrapper, run as root, drops to the `rabbitmq` user, so the
+node's directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pika
+import pika.exceptions
+
+START_TIMEOUT = 90
+logging.getLogger("pika").setLevel(logging.CRITICAL)  # refused connections while it starts
+
+
+# Below Linux's ephemeral range (32768 and up), so that while the node restarts no outgoing
+# connection (or rabbitmqctl's own Erlang node) can be given one of its ports.
+PORT_RANGE = range(20000, 32000)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range."""
+    for port in random.sample(PORT_RANGE, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
+
+
+class LocalNode:
+    """One `rabbitmq-server` process on 127.0.0.1, removed with everything it wrote."""
+
+    def __init__(self) -> None:
+        self.name = f"pytest-{os.getpid()}-{secrets.token_hex(3)}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="rabbitmq-test-"))
+        self.tls_port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.ca_file = self.directory / "ca.pem"
+        self._process: subprocess.Popen[bytes] | None = None
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq-env.conf").write_text("")
+        self._make_tls_certificates()
+        (self.directory / "rabbitmq.conf").write_text(
+            # the AMQP listener comes from RABBITMQ_NODE_PORT; this adds one for amqps://
+            f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {self.ca_file}\n"
+            f"ssl_options.certfile = {self.directory / 'server.pem'}\n"
+            f"ssl_options.keyfile = {self.directory / 'server.key'}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        )
+        for sub in ("mnesia", "log"):
+            (self.directory / sub).mkdir()
+        self._hand_to_rabbitmq_user()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points `rabbitmq-server` and `rabbitmqctl` at this node."""
+        directory = self.directory
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(directory / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(directory / "rabbitmq-env.conf"),
+        }
+
+    def start(self) -> None:
+        """Start the node and return once it accepts AMQP connections."""
+        output = open(self.directory / "server-output.txt", "ab")  # noqa: SIM115 (kept by Popen)
+        self._process = subprocess.Popen(
+            ["rabbitmq-server"],
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, to clean up after it
+        )
+        output.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited early:\n{self.output_tail()}")
+            if self._accepts_amqp():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"rabbitmq-server did not start in {START_TIMEOUT} s\n{self.output_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the node gracefully (as `rabbitmqctl stop` does); kill what is left."""
+        if self._process is None:
+            return
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.name, "stop"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=30)
+        if self._process.poll() is None or self._group_alive():
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=30)
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop and start the same node: what was durable and persistent is still there."""
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def output_tail(self, lines: int = 30) -> str:
+        path = self.directory / "server-output.txt"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _accepts_amqp(self) -> bool:
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url)).close()
+        except (pika.exceptions.AMQPError, OSError):
+            return False
+        return True
+
+    def _group_alive(self) -> bool:
+        assert self._process is not None
+        try:
+            os.killpg(self._process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _make_tls_certificates(self) -> None:
+        """A test CA, and a certificate it signs for the host name 'localhost'."""
+        directory = self.directory
+        (directory / "server.ext").write_text(
+            "subjectAltName = DNS:localhost\n"
+            "basicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment\n"
+            "extendedKeyUsage = serverAuth\n"
+            "subjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid, issuer\n"
+        )
+        for command in (
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rabbit-queues-test-CA "
+            "-addext basicConstraints=critical,CA:TRUE "
+            "-addext keyUsage=critical,keyCertSign,cRLSign -keyout ca.key -out ca.pem",
+            "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+            "-out server.csr",
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+            "-extfile server.ext -out server.pem",
+        ):
+            subprocess.run(command.split(), cwd=directory, check=True, capture_output=True)
+
+    def _hand_to_rabbitmq_user(self) -> None:
+        """As root, Debian's wrapper runs the node as `rabbitmq`: give it the directory."""
+        if os.geteuid() != 0:
+            return
+        try:
+            user = pwd.getpwnam("rabbitmq")
+        except KeyError:
+            return
+        self.directory.chmod(0o755)
+        for path in [self.directory, *self.directory.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid)

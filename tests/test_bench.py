@@ -1,0 +1,61 @@
+"""The benchmark runs from one command and reports every row (no speed is asserted here)."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from script_runner import REPO
+
+PEERS = ("celery", "dramatiq", "matplotlib")
+ROWS = [
+    "| Enqueue, msg/s | this project: pipelined confirms |",
+    "|  | bare pika, no confirms (the ceiling) |",
+    "|  | bare pika, one confirm per message |",
+    "|  | Celery apply_async, confirm_publish |",
+    "|  | Dramatiq send, confirm_delivery |",
+    "| Drain, one worker, msg/s | this project, prefetch 1 |",
+    "|  | bare pika loop, prefetch 1 |",
+    "|  | Celery solo pool, acks late, prefetch 1 |",
+    "|  | Celery, the same with its default prefetch (4) |",
+    "|  | Dramatiq, 1 process, 1 thread |",
+    "| Fair dispatch, makespan s | 3 workers, prefetch 1 |",
+    "|  | 3 workers, unlimited prefetch |",
+    "| Worker memory, MB | this project's worker, resident |",
+]
+
+
+@pytest.mark.timeout(300)
+def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path):
+    missing = [name for name in PEERS if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"pip install -r requirements-bench.txt (missing: {', '.join(missing)})")
+
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--n",
+            "20",
+            "--repeats",
+            "1",
+            "--url",
+            broker.url,
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    table = (tmp_path / "results.md").read_text()
+    assert ran.stdout.strip() == table.strip()
+    for row in ROWS:
+        assert row in table
+    assert "N = 20 no-op tasks per measurement, median of 1 run(s)" in table
+    assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,138 @@
+"""What every script promises on the command line: --help, and one-line errors, no traceback."""
+
+import pytest
+from rabbitmq_node import free_port
+
+SCRIPTS = [
+    "hello_world/new_task.py",
+    "hello_world/worker.py",
+    "work_queue/new_task.py",
+    "work_queue/worker.py",
+    "task_queue/new_task.py",
+    "task_queue/worker.py",
+    "task_queue/results.py",
+    "work_queue/dead_letters.py",
+]
+# Arguments that make each script connect (and nothing else).
+ARGUMENTS = {"new_task.py": "x", "worker.py": "--burst", "results.py": "--burst"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_explains_every_option(scripts, script):
+    shown = scripts.run(f"python {script} --help")
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: ")
+    assert "--url URL" in shown.stdout
+    assert "AMQP_URL" in shown.stdout
+    assert "guest:***@localhost:5672" in shown.stdout  # the default, password hidden
+    if script.endswith(("worker.py", "results.py")):
+        assert "--burst" in shown.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_broker_unreachable_is_one_line_naming_host_and_port(scripts, script):
+    port = free_port()  # nothing listens there
+    arguments = ARGUMENTS.get(script.rsplit("/", 1)[1], "")
+    failed = scripts.run(
+        f"python {script} {arguments}",
+        env={"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F"},
+    )
+
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert failed.stderr == (
+        f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (connection refused): start the "
+        "broker (docker compose up -d) or check --url or the AMQP_URL environment variable\n"
+    )
+
+
+def test_wrong_password_is_reported_but_never_printed(scripts, broker):
+    url = broker.url.replace("guest:guest@", "guest:not-the-Pa55word@")
+
+    failed = scripts.run(f"python work_queue/new_task.py --url '{url}'")
+
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: RabbitMQ at ")
+    assert "refused the login of user 'guest': wrong user or password" in failed.stderr
+    assert "not-the-Pa55word" not in failed.stderr + failed.stdout
+    assert len(failed.stderr.splitlines()) == 1
+
+
+def test_unknown_vhost_is_one_line(scripts, broker):
+    url = broker.url.rsplit("/", 1)[0] + "/no-such-vhost"
+
+    failed = scripts.run("python work_queue/worker.py", env={"AMQP_URL": url})
+
+    assert failed.returncode == 1
+    assert "denied access to virtual host 'no-such-vhost'" in failed.stderr
+    assert len(failed.stderr.splitlines()) == 1
+
+
+def test_unresolvable_host_is_one_line(scripts):
+    failed = scripts.run("python work_queue/new_task.py --url amqp://no-such-host.invalid/")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: cannot resolve host 'no-such-host.invalid'; check --url or the AMQP_URL "
+        "environment variable\n"
+    )
+
+
+def test_malformed_url_is_one_line_without_password(scripts):
+    failed = scripts.run("python work_queue/new_task.py --url 'amqp://guest:s3cret@host/?bogus=1'")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: invalid broker URL amqp://guest:***@host/?bogus=1: Unknown URL parameter: "
+        "'bogus'; check --url or the AMQP_URL environment variable\n"
+    )
+
+
+def test_amqps_against_a_plain_port_is_one_line(scripts, broker):
+    url = broker.url.replace("amqp://", "amqps://")
+
+    failed = scripts.run(f"python work_queue/new_task.py --url '{url}'")
+
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: TLS with RabbitMQ at 127.0.0.1:")
+    assert len(failed.stderr.splitlines()) == 1
+
+
+def test_unbalanced_quote_on_stdin_stops_with_the_count_sent(scripts, probe):
+    failed = scripts.run("printf 'add 1 2\\nwordcount \"oops\\n' | python task_queue/new_task.py -")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: No closing quotation (1 tasks were sent and confirmed before that)\n"
+    )
+    assert probe.depth("tasks") == 1
+
+
+def test_amqps_verifies_the_broker_certificate_and_host_name(scripts, broker, probe):
+    if broker.tls_port is None:
+        pytest.skip(f"only the throwaway local node has a TLS listener, not {broker.kind}")
+    url = f"amqps://guest:guest@localhost:{broker.tls_port}/%2F"
+    command = f"python work_queue/new_task.py --url '{url}' 'Over TLS.'"
+    trust_test_ca = {"SSL_CERT_FILE": str(broker.ca_file)}
+
+    trusted = scripts.run(command, env=trust_test_ca)
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout == " [x] Sent 'Over TLS.'\n"
+    assert probe.depth("task_queue") == 1
+
+    scripts.env.pop("SSL_CERT_FILE", None)
+    untrusted = scripts.run(command)  # the system's CAs do not know the test CA
+    assert untrusted.returncode == 1
+    assert untrusted.stderr == (
+        f"error: TLS with RabbitMQ at localhost:{broker.tls_port} failed: certificate verify "
+        "failed: self-signed certificate in certificate chain\n"
+    )
+
+    wrong_name = scripts.run(command.replace("@localhost:", "@127.0.0.1:"), env=trust_test_ca)
+    assert wrong_name.returncode == 1
+    assert wrong_name.stderr == (
+        f"error: TLS with RabbitMQ at 127.0.0.1:{broker.tls_port} failed: certificate verify "
+        "failed: IP address mismatch, certificate is not valid for '127.0.0.1'.\n"
+    )
+    assert probe.depth("task_queue") == 1

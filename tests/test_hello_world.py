@@ -1,0 +1,89 @@
+"""Lesson 1, hello_world: every command of the README's hello_world section, run for real."""
+
+import re
+import signal
+
+from conftest import restart
+
+SEED_001_MESSAGES = (
+    'for i in $(seq 0 14); do echo "$i Hello World"; done | python hello_world/new_task.py -'
+)
+
+
+def test_send_and_receive(scripts, probe):
+    worker = scripts.start_worker("python hello_world/worker.py")
+
+    sent = scripts.run("python hello_world/new_task.py")
+
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout == " [x] Sent 'Hello World!'\n"
+    worker.wait_for(r"^ \[x\] Received 'Hello World!'$")
+    worker.wait_for(r"^ \[x\] Done$")
+    assert probe.depth("hello") == 0
+
+
+def test_three_workers_each_get_every_third_message(scripts, probe):
+    """Seed 001's picture: with auto-ack, RabbitMQ deals the messages round-robin."""
+    workers = [scripts.start_worker("python hello_world/worker.py") for _ in range(3)]
+    assert probe.consumers("hello") == 3
+
+    sent = scripts.run(SEED_001_MESSAGES)
+
+    assert sent.returncode == 0, sent.stderr
+    assert re.fullmatch(
+        r" \[x\] Sent 15 messages in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
+    )
+    for worker in workers:
+        worker.wait_for(r"Received '\d+ Hello World'", count=5)
+    numbers = [
+        [int(n) for n in re.findall(r"Received '(\d+) Hello World'", worker.output)]
+        for worker in workers
+    ]
+    assert sorted(n for per_worker in numbers for n in per_worker) == list(range(15))
+    for per_worker in numbers:
+        assert len(per_worker) == 5
+        assert {n % 3 for n in per_worker} == {per_worker[0] % 3}, numbers
+        assert per_worker == sorted(per_worker)
+
+
+def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe):
+    worker = scripts.start_worker("python hello_world/worker.py")
+    for command in (
+        "python hello_world/new_task.py First...",
+        "python hello_world/new_task.py Second...",
+        "python hello_world/new_task.py Third...",
+    ):
+        assert scripts.run(command).returncode == 0
+    worker.wait_for(r"Received 'First\.\.\.'")
+
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+
+    # The other two had already been pushed to the worker and auto-acked: they are gone.
+    assert probe.depth("hello") == 0
+    assert worker.matching("Received") == [" [x] Received 'First...'"]
+
+
+def test_transient_messages_do_not_survive_a_broker_restart(scripts, probe, broker):
+    assert scripts.run("python hello_world/new_task.py").returncode == 0
+    assert probe.depth("hello") == 1
+
+    probe.close()
+    restart(broker)
+
+    after = type(probe)(broker.url)
+    try:
+        assert after.depth("hello") == 0  # the queue is durable and still there, empty
+    finally:
+        after.close()
+
+
+def test_burst_worker_exits_when_queue_is_empty(scripts, probe):
+    assert scripts.run(SEED_001_MESSAGES).returncode == 0
+
+    worker = scripts.start("python hello_world/worker.py --burst")
+
+    assert worker.wait() == 0
+    assert len(worker.matching("Received")) == 15
+    assert worker.lines[-1] == " [*] Queue is empty, exiting"
+    assert probe.depth("hello") == 0

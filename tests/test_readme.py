@@ -1,0 +1,76 @@
+"""The README is the front door: every command it shows is run by a test, or says why not."""
+
+import re
+
+import yaml
+from script_runner import REPO
+
+README = (REPO / "README.md").read_text()
+CI_SCRIPT = (REPO / ".ci" / "run").read_text()
+
+NOT_RUN_BY_TESTS = {
+    "docker compose up -d": "needs a Docker engine; the test machines have none",
+    "docker compose exec rabbitmq rabbitmqctl list_queues name messages_ready "
+    "messages_unacknowledged": "needs a Docker engine; the tests run the same rabbitmqctl line",
+    "python -m venv .venv": "the learner's own setup; CI installs into its environment",
+    ". .venv/bin/activate": "the learner's own setup; CI installs into its environment",
+    "pip install -r requirements.txt": "run by .ci/run (checked below)",
+    "python -m pytest": "the test command itself, run by .ci/run (checked below)",
+    "pip install -r requirements-bench.txt": "run by .ci/run (checked below)",
+    "python -m bench.run": (
+        "test_bench.py runs it with --n 20 --repeats 1 (the full run takes minutes)"
+    ),
+    "python work_queue/worker.py --url 'amqp://guest:guest@localhost:5672/%2F?heartbeat=2'": (
+        "test_what_happens_when.py runs it with its own broker's URL and ?heartbeat=2"
+    ),
+}
+
+
+def readme_commands() -> list[str]:
+    """Each line of the README's ```bash blocks."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", README, re.M | re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_every_readme_command_appears_verbatim_in_a_test():
+    sources = "\n".join(path.read_text() for path in (REPO / "tests").glob("test_*.py"))
+    not_run = [
+        command
+        for command in readme_commands()
+        if command not in NOT_RUN_BY_TESTS
+        and not any(f"{quote}{command}{quote}" in sources for quote in ('"', "'", '"""'))
+    ]
+    assert not_run == []
+
+
+def test_every_command_not_run_by_a_test_is_still_in_the_readme():
+    assert set(NOT_RUN_BY_TESTS) <= set(readme_commands())
+
+
+def test_ci_installs_the_requirements_and_runs_the_readme_test_command():
+    lines = [line.strip() for line in CI_SCRIPT.splitlines()]
+    assert "python -m pip install -r requirements.txt" in lines
+    assert any(line.startswith("python -m pip install -r requirements-bench.txt") for line in lines)
+    assert any(line.startswith("python -m pytest") for line in lines)
+    assert "python -m pytest" in readme_commands()
+
+
+def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_credentials():
+    service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["rabbitmq"]
+
+    assert service["image"] == "rabbitmq:4-management"
+    # Bound to this machine unless .env says otherwise; the user comes from the environment.
+    assert service["ports"] == [
+        "${RABBITMQ_BIND:-127.0.0.1}:5672:5672",
+        "${RABBITMQ_BIND:-127.0.0.1}:15672:15672",
+    ]
+    assert service["environment"] == {
+        "RABBITMQ_DEFAULT_USER": "${RABBITMQ_DEFAULT_USER:-guest}",
+        "RABBITMQ_DEFAULT_PASS": "${RABBITMQ_DEFAULT_PASS:-guest}",
+    }
+    example = (REPO / ".env.example").read_text()
+    assert "RABBITMQ_DEFAULT_USER=" in example
+    assert "RABBITMQ_DEFAULT_PASS=" in example
+    assert service["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+    assert "rabbitmq-data:/var/lib/rabbitmq" in service["volumes"]
+    assert service["hostname"]  # a fixed node name, so the volume's data is found again

@@ -1,0 +1,193 @@
+"""Lesson 3, task_queue: every command of the README's task_queue section, run for real."""
+
+import json
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rabbit_queues import TASKS
+
+# Message bodies as any producer might send them: bytes, JSON, tasks good and bad. No
+# 'sleep': a fuzzed sleep would take up to a minute.
+fuzz_bodies = st.one_of(
+    st.binary(max_size=64),
+    st.fixed_dictionaries(
+        {
+            "id": st.text(min_size=1, max_size=8),
+            "type": st.sampled_from(["add", "mul", "wordcount", "nosuch"]),
+            "args": st.lists(
+                st.integers() | st.floats() | st.text(max_size=8) | st.booleans(), max_size=3
+            ),
+        }
+    ).map(lambda fields: json.dumps(fields).encode()),
+)
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def send(scripts, command):
+    """Run a new_task.py command line; return the task id it printed."""
+    sent = scripts.run(command)
+    assert sent.returncode == 0, sent.stderr
+    match = re.fullmatch(rf" \[x\] Sent (.+), task id ({UUID})\n", sent.stdout)
+    assert match, sent.stdout
+    return match.group(2)
+
+
+def test_add_then_read_the_result(scripts, probe):
+    worker = scripts.start_worker("python task_queue/worker.py")
+
+    task_id = send(scripts, "python task_queue/new_task.py add 2 3")
+
+    worker.wait_for(rf"^ \[x\] Received add\(2, 3\), task id {task_id}$")
+    worker.wait_for(r"^ \[x\] Done: add\(2, 3\) = 5$")
+    results = scripts.start_worker("python task_queue/results.py")
+    results.wait_for(rf"^ \[x\] Task {task_id}: add\(2, 3\) = 5$")
+    assert probe.depth("results") == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("python task_queue/new_task.py mul 6 7", "mul(6, 7) = 42"),
+        ("python task_queue/new_task.py add 0.5 2", "add(0.5, 2) = 2.5"),
+        (
+            'python task_queue/new_task.py wordcount "to be or not to be"',
+            'wordcount("to be or not to be") = 6',
+        ),
+        ("python task_queue/new_task.py sleep 1", "sleep(1) = 1"),
+    ],
+)
+def test_each_task_type(scripts, probe, command, expected):
+    task_id = send(scripts, command)
+
+    worker = scripts.start("python task_queue/worker.py --burst")
+    assert worker.wait() == 0
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+
+    assert results.matching("Task ") == [f" [x] Task {task_id}: {expected}"]
+
+
+def test_a_result_read_is_gone(scripts, probe):
+    """Seed 000's caveat: a queue hands each message to one reader, then forgets it."""
+    task_id = send(scripts, "python task_queue/new_task.py add 2 3")
+    assert scripts.start("python task_queue/worker.py --burst").wait() == 0
+
+    first_reader = scripts.start("python task_queue/results.py --burst")
+    assert first_reader.wait() == 0
+    second_reader = scripts.start("python task_queue/results.py --burst")
+    assert second_reader.wait() == 0
+
+    assert first_reader.matching("Task ") == [f" [x] Task {task_id}: add(2, 3) = 5"]
+    assert second_reader.matching("Task ") == []
+
+
+def test_stdin_sends_many_tasks(scripts, probe):
+    sent = scripts.run(
+        r"""printf 'add 1 2\nmul 3 4\nwordcount "a b c"\n' | python task_queue/new_task.py -"""
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert re.fullmatch(
+        r" \[x\] Sent 3 tasks in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
+    )
+
+    assert scripts.start("python task_queue/worker.py --burst").wait() == 0
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+    assert [line.split(": ", 1)[1] for line in results.matching("Task ")] == [
+        "add(1, 2) = 3",
+        "mul(3, 4) = 12",
+        'wordcount("a b c") = 3',
+    ]
+
+
+def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
+    worker = scripts.start_worker("python task_queue/worker.py")
+    unknown = send(scripts, "python task_queue/new_task.py divide 1 2")
+    too_many = send(scripts, "python task_queue/new_task.py add 1 2 3")
+    not_a_number = send(scripts, "python task_queue/new_task.py add two 3")
+    probe.publish("tasks", b'{"id": "raw-1", "type": "add"', message_id="raw-1")  # broken JSON
+    probe.publish("tasks", b"\xff\xfe", message_id="raw-2")  # not UTF-8
+    probe.publish("tasks", b" " * 2**20, message_id="raw-3")  # 1 MiB
+    good = send(scripts, "python task_queue/new_task.py add 2 3")
+
+    worker.wait_for(r"^ \[x\] Done: add\(2, 3\) = 5$")  # the worker is still up
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+
+    assert results.matching("Task ") == [
+        f" [x] Task {unknown}: divide(1, 2) failed: BadTask: unknown task type 'divide' "
+        "(known: add, mul, sleep, wordcount)",
+        f" [x] Task {too_many}: add(1, 2, 3) failed: BadTask: wrong arguments for add: "
+        "too many positional arguments",
+        f' [x] Task {not_a_number}: add("two", 3) failed: BadTask: add: a must be float, '
+        "got 'two'",
+        " [x] Task raw-1: an undecodable task failed: BadTask: message body is not JSON "
+        "(Expecting ',' delimiter: line 1 column 30 (char 29))",
+        " [x] Task raw-2: an undecodable task failed: BadTask: message body is not UTF-8 text",
+        " [x] Task raw-3: an undecodable task failed: BadTask: message body is 1048576 bytes; "
+        "a task may be 65536",
+        f" [x] Task {good}: add(2, 3) = 5",
+    ]
+    listed = scripts.run("python work_queue/dead_letters.py --queue tasks")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.endswith(" [*] 6 dead letters in tasks.dlq\n")
+    assert "failed: BadTask: unknown task type 'divide'" in listed.stdout
+    dead = probe.get_all("tasks.dlq")
+    assert [properties.message_id for properties, _ in dead] == [
+        unknown,
+        too_many,
+        not_a_number,
+        "raw-1",
+        "raw-2",
+        "raw-3",
+    ]
+    assert all(p.headers["x-original-queue"] == "tasks" for p, _ in dead)
+    assert dead[0][1] == json.dumps({"id": unknown, "type": "divide", "args": [1, 2]}).encode()
+    assert dead[3][1] == b'{"id": "raw-1", "type": "add"'
+    assert probe.depth("tasks") == 0
+
+
+def test_a_task_that_raises_is_retried_then_gets_an_error_result(scripts, probe):
+    task_id = send(scripts, "python task_queue/new_task.py sleep 3600")
+
+    worker = scripts.start("python task_queue/worker.py --burst")
+    assert worker.wait() == 0
+    failure = " [!] Failed: ValueError: sleep takes 0 to 60 seconds; "
+    assert worker.matching("Failed") == [
+        failure + "retry in 2 s (attempt 2 of 3)",
+        failure + "retry in 2 s (attempt 3 of 3)",
+        failure + "moved to tasks.dlq after 3 attempts",
+    ]
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+    assert results.matching("Task ") == [
+        f" [x] Task {task_id}: sleep(3600) failed: ValueError: sleep takes 0 to 60 seconds"
+    ]
+    assert probe.depth("tasks.dlq") == 1
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(fuzz_bodies, min_size=1, max_size=12))
+def test_a_worker_settles_any_batch_of_messages_and_keeps_running(scripts, probe, batch):
+    """Whatever bytes arrive, each message gets exactly one result and the worker goes on."""
+    TASKS.declare(probe.channel)
+    for number, body in enumerate(batch):
+        probe.publish("tasks", body, message_id=f"fuzz-{number}")
+
+    worker = scripts.start("python task_queue/worker.py --burst")
+
+    assert worker.wait(timeout=60) == 0, worker.output
+    assert "Traceback" not in worker.output
+    results = [json.loads(body) for _, body in probe.get_all("results")]
+    dead = probe.get_all("tasks.dlq")
+    assert len(results) == len(batch)
+    assert len(dead) == sum("error" in result for result in results)
+    assert probe.depth("tasks") == 0

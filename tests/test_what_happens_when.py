@@ -1,0 +1,143 @@
+"""The README's "What happens when..." section: the damage done for real, nothing lost."""
+
+import signal
+
+import pytest
+from conftest import Probe, eventually, received, restart
+from conftest import send_work_queue_task as send
+
+
+def test_killed_mid_task_with_kill_9_another_worker_does_it(scripts, probe):
+    first = scripts.start_worker("python work_queue/worker.py")
+    second = scripts.start_worker("python work_queue/worker.py")
+    send(scripts, 'python work_queue/new_task.py "Long task....."')
+    eventually(lambda: any(received(w) for w in (first, second)))
+    busy, idle = (first, second) if received(first) else (second, first)
+
+    busy.signal(signal.SIGKILL)
+
+    idle.wait_for(r"^ \[x\] Received 'Long task\.\.\.\.\.'$", timeout=15)
+    idle.wait_for(r"^ \[x\] Done$", timeout=15)
+    idle.signal(signal.SIGTERM)
+    assert idle.wait() == 0
+    assert busy.wait() == -signal.SIGKILL
+    assert probe.depth("task_queue") == 0  # with both gone, nothing unacked came back
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_stopped_mid_task_it_finishes_acks_and_exits_0(scripts, probe, stop):
+    worker = scripts.start_worker("python work_queue/worker.py")
+    send(scripts, 'python work_queue/new_task.py "Short task.."')
+    worker.wait_for("Received 'Short task..'")
+
+    worker.signal(stop)
+
+    assert worker.wait() == 0
+    assert worker.lines[-3:] == [
+        " [*] Finishing the current message first (press CTRL+C again to quit now)",
+        " [x] Done",
+        " [*] Exiting",
+    ]
+    assert probe.depth("task_queue") == 0  # acked, not requeued
+    assert "Traceback" not in worker.output
+
+
+def test_ctrl_c_twice_quits_at_once_and_the_task_goes_back(scripts, probe):
+    worker = scripts.start_worker("python work_queue/worker.py")
+    send(scripts, 'python work_queue/new_task.py "Long task....."')
+    worker.wait_for("Received 'Long task.....'")
+
+    worker.signal(signal.SIGINT)
+    worker.wait_for("Finishing the current message first")
+    worker.signal(signal.SIGINT)
+
+    assert worker.wait(timeout=3) == 1
+    assert worker.lines[-1] == " [*] Interrupted"
+    assert probe.depth("task_queue") == 1
+
+
+def test_a_task_longer_than_the_heartbeat_is_done_once(scripts, probe, broker):
+    """pika sends heartbeats from the connection's thread, which never runs the task."""
+    url = broker.url + "?heartbeat=2"
+    worker = scripts.start_worker(f"python work_queue/worker.py --url '{url}'")
+
+    send(scripts, 'python work_queue/new_task.py "Six seconds......"')
+
+    worker.wait_for(r"^ \[x\] Done$", timeout=20)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert received(worker) == ["Six seconds......"]
+    assert "Lost the connection" not in worker.output
+    assert "Connection lost" not in worker.output
+    assert probe.depth("task_queue") == 0
+
+
+def test_a_running_worker_rides_out_a_broker_restart(scripts, probe, broker):
+    worker = scripts.start_worker("python work_queue/worker.py")
+    send(scripts, 'python work_queue/new_task.py "First task..."')
+    send(scripts, 'python work_queue/new_task.py "Second task."')
+    send(scripts, 'python work_queue/new_task.py "Third task."')
+    worker.wait_for("Received 'First task...'")
+    probe.close()
+
+    restart(broker)  # mid-task, with two tasks waiting
+
+    worker.wait_for(r"^ \[!\] Lost the connection to RabbitMQ \(\w+\); reconnecting$")
+    worker.wait_for(
+        r"^ \[\*\] Reconnected to amqp://guest:\*\*\*@127\.0\.0\.1:\d+/%2F \(attempt \d+\)$",
+        timeout=60,
+    )
+    worker.wait_for("Received 'Third task.'", timeout=30)
+    worker.wait_for(r"^ \[x\] Done$", count=4, timeout=30)  # First ran twice: its ack was lost
+    assert worker.process.poll() is None  # the same process, never restarted
+    assert worker.matching("Connection lost before the ack") == [
+        " [!] Connection lost before the ack: RabbitMQ will deliver that message again"
+    ]
+    assert sorted(received(worker)) == [
+        "First task...",
+        "First task...",
+        "Second task.",
+        "Third task.",
+    ]
+    after = Probe(broker.url)
+    try:
+        assert after.depth("task_queue") == 0
+        assert after.consumers("task_queue") == 1
+    finally:
+        after.close()
+    assert "Traceback" not in worker.output
+
+
+def test_deleting_the_queue_under_a_worker_stops_it_with_one_line(scripts, probe):
+    worker = scripts.start_worker("python work_queue/worker.py")
+
+    deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")
+    assert deleted.returncode == 0, deleted.stderr
+
+    assert worker.wait(timeout=15) == 1
+    assert worker.lines[-1] == (
+        "error: RabbitMQ cancelled this worker's subscription to 'task_queue' (was the queue "
+        "deleted?); nothing more will arrive, so the worker stops"
+    )
+
+
+def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker):
+    user, password = "learner", "Not-4-Your-Eyes"
+    for command in (
+        f"rabbitmqctl add_user {user} {password}",
+        f"rabbitmqctl set_permissions {user} '.*' '.*' '.*'",
+    ):
+        done = scripts.rabbitmqctl(command)
+        assert done.returncode == 0, done.stderr
+    url = broker.url.replace("guest:guest@", f"{user}:{password}@")
+    worker = scripts.start_worker(f"python work_queue/worker.py --url '{url}'")
+
+    closed = scripts.rabbitmqctl(f"rabbitmqctl close_all_user_connections {user} 'a test'")
+    assert closed.returncode == 0, closed.stderr
+
+    worker.wait_for(rf"^ \[\*\] Reconnected to amqp://{user}:\*\*\*@", timeout=30)
+    send(scripts, 'python work_queue/new_task.py "A task."')
+    worker.wait_for(r"^ \[x\] Done$")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert password not in worker.output

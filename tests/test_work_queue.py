@@ -1,0 +1,200 @@
+"""Lesson 2, work_queue: every command of the README's work_queue section, run for real."""
+
+import re
+
+from conftest import Probe, eventually, received, restart
+from conftest import send_work_queue_task as send
+
+SEED_002_COMMANDS = [
+    'python work_queue/new_task.py "First task."',
+    'python work_queue/new_task.py "Second task.."',
+    'python work_queue/new_task.py "Third task..."',
+    'python work_queue/new_task.py "Fourth task...."',
+    'python work_queue/new_task.py "Fifth task....."',
+]
+
+
+def test_two_workers_share_the_tasks_fairly(scripts, probe):
+    """Seed 002's run: with prefetch_count=1 a task goes to whichever worker is free."""
+    workers = [scripts.start_worker("python work_queue/worker.py") for _ in range(2)]
+
+    for command in SEED_002_COMMANDS:
+        send(scripts, command)
+
+    for worker in workers:
+        worker.wait_for(r"^ \[x\] Received 'First task\.'|^ \[x\] Received 'Second task\.\.'")
+    first = next(w for w in workers if "First task." in received(w))
+    second = next(w for w in workers if w is not first)
+    first.wait_for(r"^ \[x\] Done$", count=3, timeout=20)
+    second.wait_for(r"^ \[x\] Done$", count=2, timeout=20)
+    assert received(first) == ["First task.", "Third task...", "Fifth task....."]
+    assert received(second) == ["Second task..", "Fourth task...."]
+    assert probe.depth("task_queue") == 0
+
+
+def test_a_failing_task_is_retried_then_dead_lettered_with_its_reason(scripts, probe):
+    worker = scripts.start_worker("python work_queue/worker.py")
+
+    send(scripts, 'python work_queue/new_task.py "This task will error."')
+    send(scripts, 'python work_queue/new_task.py "A good task."')
+
+    failure = " [!] Failed: task 'This task will error.' asked to fail; "
+    worker.wait_for(r"^ \[!\] Failed: .* moved to task_queue\.dlq after 3 attempts$", timeout=30)
+    assert worker.matching("Failed") == [
+        failure + "retry in 2 s (attempt 2 of 3)",
+        failure + "retry in 2 s (attempt 3 of 3)",
+        failure + "moved to task_queue.dlq after 3 attempts",
+    ]
+    # The good task did not wait behind the retries.
+    failing = "This task will error."
+    assert received(worker) == [failing, "A good task.", failing, failing]
+    assert probe.depth("task_queue") == 0
+    assert probe.depth("task_queue.retry") == 0
+    ((properties, body),) = probe.get_all("task_queue.dlq")
+    assert body == b"This task will error."
+    assert properties.headers == {
+        "x-attempts": 3,
+        "x-dead-letter-reason": "ValueError: task 'This task will error.' asked to fail",
+        "x-original-queue": "task_queue",
+    }
+    assert properties.delivery_mode == 2  # still persistent
+
+
+def test_bad_bytes_are_dead_lettered_not_fatal(scripts, probe):
+    worker = scripts.start_worker("python work_queue/worker.py")
+
+    probe.publish("task_queue", b"\xff\xfe not utf-8")
+    send(scripts, 'python work_queue/new_task.py "A good task."')
+
+    worker.wait_for(r"^ \[!\] UnicodeDecodeError: .*; moved to task_queue\.dlq$")
+    worker.wait_for(r"^ \[x\] Done$")
+    ((properties, body),) = probe.get_all("task_queue.dlq")
+    assert body == b"\xff\xfe not utf-8"
+    assert properties.headers["x-dead-letter-reason"].startswith("UnicodeDecodeError: ")
+
+
+def test_persistent_tasks_survive_a_broker_restart(scripts, probe, broker):
+    send(scripts, 'python work_queue/new_task.py "First task."')
+    send(scripts, 'python work_queue/new_task.py "Second task.."')
+    probe.close()
+
+    restart(broker)
+
+    worker = scripts.start("python work_queue/worker.py --burst")
+    assert worker.wait(timeout=30) == 0
+    assert received(worker) == ["First task.", "Second task.."]
+
+
+def test_stdin_then_burst_worker(scripts, probe):
+    sent = scripts.run(r"printf 'one.\ntwo\nthree\n' | python work_queue/new_task.py -")
+
+    assert sent.returncode == 0, sent.stderr
+    assert re.fullmatch(
+        r" \[x\] Sent 3 tasks in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
+    )
+    assert probe.depth("task_queue") == 3
+
+    worker = scripts.start("python work_queue/worker.py --burst")
+
+    assert worker.wait() == 0
+    assert received(worker) == ["one.", "two", "three"]
+    assert worker.lines[-1] == " [*] Queue is empty, exiting"
+    assert probe.depth("task_queue") == 0
+
+
+def test_rabbitmqctl_shows_ready_and_unacknowledged(scripts, probe):
+    worker = scripts.start_worker("python work_queue/worker.py")
+    send(scripts, 'python work_queue/new_task.py "Busy task....."')
+    send(scripts, 'python work_queue/new_task.py "Waiting task."')
+    send(scripts, 'python work_queue/new_task.py "Waiting task too."')
+    worker.wait_for("Received 'Busy task.....'")
+
+    # list_queues reports statistics the broker refreshes every few seconds: poll it.
+    listing = ""
+    for _ in range(10):
+        listing = scripts.rabbitmqctl(
+            "rabbitmqctl list_queues name messages_ready messages_unacknowledged"
+        ).stdout
+        if re.search(r"^task_queue\t2\t1$", listing, re.M):
+            break
+    assert re.search(r"^task_queue\t2\t1$", listing, re.M), listing
+    assert re.search(r"^task_queue\.dlq\t0\t0$", listing, re.M), listing
+
+
+def test_a_queue_declared_differently_gets_a_one_line_fix(scripts, probe):
+    # As if an older script had declared task_queue with other properties.
+    probe.channel.queue_declare("task_queue", durable=True, arguments={"x-max-length": 10})
+
+    worker = scripts.run("python work_queue/worker.py")
+
+    assert worker.returncode == 1
+    assert worker.stdout == ""
+    assert worker.stderr.startswith(
+        "error: queue 'task_queue' already exists with other "
+        "properties (PRECONDITION_FAILED - inequivalent arg "
+    )
+    assert worker.stderr.endswith(
+        "; delete it and run again: rabbitmqctl delete_queue task_queue\n"
+    )
+    assert len(worker.stderr.splitlines()) == 1
+
+    fixed = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")
+    assert fixed.returncode == 0, fixed.stderr
+    sent = scripts.run('python work_queue/new_task.py "First task."')
+    assert sent.returncode == 0, sent.stderr
+
+
+def test_a_producer_cut_off_mid_way_says_how_many_tasks_the_broker_confirmed(
+    scripts, probe, broker
+):
+    producer = scripts.start("python work_queue/new_task.py -", stdin=True)
+    producer.write("one\ntwo\nthree\n")  # and more to come: standard input stays open
+    eventually(lambda: probe.depth("task_queue") == 3)
+    probe.close()
+
+    restart(broker)  # the producer's connection goes with it
+
+    assert producer.wait() == 1
+    assert re.fullmatch(
+        r"error: lost the connection to RabbitMQ \(\w+\) \(3 tasks were sent and confirmed "
+        r"before that\)",
+        producer.output,
+    )
+    after = Probe(broker.url)
+    try:
+        assert after.depth("task_queue") == 3  # the confirmed ones are all there
+    finally:
+        after.close()
+
+
+def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(scripts, probe):
+    probe.channel.queue_declare("task_queue.dlq", durable=True)
+    probe.publish(
+        "task_queue.dlq",
+        b"This task will error.",
+        headers={
+            "x-dead-letter-reason": "ValueError: task 'This task will error.' asked to fail",
+            "x-attempts": 3,
+            "x-original-queue": "task_queue",
+        },
+    )
+
+    listed = scripts.run("python work_queue/dead_letters.py")
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == (
+        " [x] 1: 'This task will error.' failed: ValueError: task 'This task will error.' "
+        "asked to fail (3 attempts)\n"
+        " [*] 1 dead letters in task_queue.dlq\n"
+    )
+    assert probe.depth("task_queue.dlq") == 1  # listing takes nothing away
+
+    moved = scripts.run("python work_queue/dead_letters.py --requeue")
+
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.endswith(" [*] 1 dead letters moved back to task_queue\n")
+    assert probe.depth("task_queue.dlq") == 0
+    ((properties, body),) = probe.get_all("task_queue")
+    assert body == b"This task will error."
+    assert properties.headers == {}  # attempt 1 again
+    assert properties.delivery_mode == 2

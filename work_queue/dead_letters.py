@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""List the dead letters of a queue, with why each failed; or move them back once fixed.
+
+python work_queue/dead_letters.py                      lists task_queue.dlq
+python work_queue/dead_letters.py --queue tasks        lists tasks.dlq (lesson 3)
+python work_queue/dead_letters.py --requeue            moves them back to task_queue
+"""
+
+from rabbit_queues import (
+    TASK_QUEUE,
+    TASKS,
+    Broker,
+    broker_url,
+    dead_letter_queue,
+    run_script,
+    script_parser,
+)
+from rabbit_queues.delivery import ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER
+
+QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS)}
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument("--queue", choices=QUEUES, default=TASK_QUEUE.name, help="whose DLQ")
+    parser.add_argument(
+        "--requeue", action="store_true", help="move every dead letter back to its queue"
+    )
+    args = parser.parse_args()
+    queue = QUEUES[args.queue]
+    dead_letters = dead_letter_queue(queue)
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(queue, dead_letters)
+        count = 0
+        while True:
+            # basic_get takes one message, if any, without subscribing. Unacknowledged, it
+            # stays ours until we ack it or close the channel, which puts it back.
+            method, properties, body = broker.channel.basic_get(dead_letters.name)
+            if method is None:
+                break
+            count += 1
+            headers = dict(properties.headers or {})
+            text = body.decode(errors="replace")
+            print(
+                f" [x] {count}: {text[:60]!r} failed: {headers.get(REASON_HEADER, '?')} "
+                f"({headers.get(ATTEMPTS_HEADER, 1)} attempts)"
+            )
+            if args.requeue:
+                for name in (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER):
+                    headers.pop(name, None)  # a fresh start: attempt 1 again
+                broker.publish(
+                    queue,
+                    body,
+                    persistent=True,
+                    headers=headers,
+                    message_id=properties.message_id,
+                    correlation_id=properties.correlation_id,
+                    content_type=properties.content_type,
+                )
+                broker.channel.basic_ack(method.delivery_tag)  # only once it is back
+        verb = "moved back to " + queue.name if args.requeue else "in " + dead_letters.name
+        print(f" [*] {count} dead letters {verb}")
+
+
+if __name__ == "__main__":
+    run_script(main)

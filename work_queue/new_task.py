@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Lesson 2, producer: send a task to the durable 'task_queue'; each '.' is a second of work.
+
+python work_queue/new_task.py "First task."    sends 'First task.' (one second of work)
+python work_queue/new_task.py                  sends 'Hello World!'
+python work_queue/new_task.py -                sends one task per line of standard input
+"""
+
+import sys
+
+from rabbit_queues import (
+    TASK_QUEUE,
+    Broker,
+    broker_url,
+    plain_text,
+    run_script,
+    script_parser,
+    send_lines,
+)
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument("words", nargs="*", help="the task (default: Hello World!), or -")
+    args = parser.parse_args()
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(TASK_QUEUE)  # durable: the queue survives a broker restart
+        if args.words == ["-"]:
+            # Many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
+            send_lines(broker, TASK_QUEUE, sys.stdin, plain_text, persistent=True, noun="tasks")
+            return
+        task = " ".join(args.words) or "Hello World!"
+        # Persistent: written to disk, so the task survives a broker restart too.
+        # publish() returns once the broker has confirmed it (publisher confirms):
+        # after " [x] Sent", the task is RabbitMQ's responsibility.
+        broker.publish(TASK_QUEUE, task, persistent=True)
+        print(f" [x] Sent '{task}'")
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Lesson 2, worker: do the tasks of 'task_queue', one at a time, acknowledging each when done.
+
+A task sleeps one second per '.'; a task containing 'error' fails: it is tried again twice,
+a few seconds apart, then moved with the reason to the dead-letter queue 'task_queue.dlq'.
+Run two or three of these side by side.
+"""
+
+import time
+
+from rabbit_queues import (
+    TASK_QUEUE,
+    Broker,
+    Delivery,
+    add_burst_option,
+    broker_url,
+    run_script,
+    script_parser,
+)
+
+
+def do_work(task: str) -> None:
+    time.sleep(task.count("."))  # fake work: one second per dot
+    if "error" in task.lower():
+        raise ValueError(f"task {task!r} asked to fail")
+
+
+def on_message(delivery: Delivery) -> None:
+    task = delivery.body.decode()
+    print(f" [x] Received '{task}'")
+    try:
+        do_work(task)
+    except ValueError as error:
+        # Requeued at once, it could fail again in a tight loop; dropped, it would be lost.
+        # retry() parks it in task_queue.retry for a few seconds, then it comes back; after
+        # the last attempt it goes to task_queue.dlq with the reason. Either way it is acked.
+        outcome = delivery.retry(reason=f"ValueError: {error}")
+        print(f" [!] Failed: {error}; {outcome}")
+        return
+    print(" [x] Done")
+    # Manual ack, and only now: if this worker dies before this line, RabbitMQ gives the
+    # task to another worker instead of losing it.
+    delivery.ack()
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_burst_option(parser)
+    args = parser.parse_args()
+
+    with Broker.connect(broker_url(args.url)) as broker:
+        broker.declare(TASK_QUEUE)
+        # prefetch_count=1 (fair dispatch): send this worker a new task only once it has
+        # acked the last one. Without it, tasks are dealt round-robin as they arrive, and a
+        # worker busy with a long task sits on a backlog that idle workers could be doing.
+        broker.consume(TASK_QUEUE, on_message, prefetch_count=1)
+        print(" [*] Waiting for messages. To exit press CTRL+C")
+        broker.run(until_empty=args.burst)
+
+
+if __name__ == "__main__":
+    run_script(main)
