@@ -11,8 +11,9 @@ from rabbit_queues import (
     HELLO,
     Broker,
     Delivery,
-    add_burst_option,
+    add_worker_options,
     broker_url,
+    label_output,
     run_script,
     script_parser,
 )
@@ -27,8 +28,9 @@ def on_message(delivery: Delivery) -> None:
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_burst_option(parser)
+    add_worker_options(parser)  # --burst, --name, --verbose
     args = parser.parse_args()
+    label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
         broker.declare(HELLO)

@@ -8,7 +8,8 @@ are persistent, where they are acknowledged and how many a worker may hold (pref
 
 from rabbit_queues.broker import Broker
 from rabbit_queues.cli import (
-    add_burst_option,
+    add_worker_options,
+    label_output,
     plain_text,
     run_script,
     script_parser,
@@ -36,9 +37,10 @@ __all__ = [
     "BrokerError",
     "Delivery",
     "QueueSpec",
-    "add_burst_option",
+    "add_worker_options",
     "broker_url",
     "dead_letter_queue",
+    "label_output",
     "plain_text",
     "redact_url",
     "retry_queue",

@@ -1,11 +1,17 @@
-"""What every lesson script shares on the command line: --url, --burst, and one-line errors."""
+"""What the lesson scripts share on the command line: --url, the worker options, progress on a
+terminal, and one-line errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TextIO
 
 import pika.exceptions
 
@@ -31,13 +37,62 @@ def script_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_burst_option(parser: argparse.ArgumentParser) -> None:
-    """``--burst``: for workers, exit 0 once the queue is empty instead of waiting for more."""
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """``--burst``, ``--name`` and ``--verbose``: what every worker takes."""
     parser.add_argument(
         "--burst",
         action="store_true",
         help="process the messages waiting in the queue, then exit 0 (for scripts and tests)",
     )
+    parser.add_argument(
+        "--name",
+        help="start each line with NAME, to tell workers apart in one terminal or log",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="start each line with the time it was printed (to the millisecond)",
+    )
+
+
+def label_output(name: str | None, *, timestamps: bool) -> None:
+    """Start every line this process prints with ``name`` and, if asked, the time."""
+    if name is None and not timestamps:
+        return
+
+    def label() -> str:
+        time_now = datetime.now().strftime("%H:%M:%S.%f")[:-3] if timestamps else ""
+        return " ".join(part for part in (time_now, name) if part) + " |"
+
+    sys.stdout = _LabelledLines(sys.stdout, label)
+    sys.stderr = _LabelledLines(sys.stderr, label)
+
+
+class _LabelledLines(io.TextIOBase):
+    """A text stream that starts each line written to it with ``label()``."""
+
+    def __init__(self, stream: TextIO, label: Callable[[], str]) -> None:
+        self._stream = stream
+        self._label = label
+        self._at_line_start = True
+        self._lock = threading.Lock()  # the handler thread prints too
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            pieces = []
+            for line in text.splitlines(keepends=True):
+                if self._at_line_start:
+                    pieces.append(self._label() + ("" if line.startswith(" ") else " "))
+                pieces.append(line)
+                self._at_line_start = line.endswith("\n")
+            self._stream.write("".join(pieces))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def send_lines(
@@ -57,9 +112,41 @@ def send_lines(
     """
     started = time.perf_counter()
     messages = (to_message(line.rstrip("\r\n")) for line in lines if line.strip())
-    count = publish_pipelined(broker.url, queue, messages, persistent=persistent, noun=noun)
+    # On a terminal, a progress line; into a pipe or a file, only the summary.
+    progress = _ProgressLine(noun, started) if sys.stderr.isatty() else None
+    try:
+        count = publish_pipelined(
+            broker.url, queue, messages, persistent=persistent, noun=noun, on_confirmed=progress
+        )
+    finally:
+        if progress is not None:
+            progress.clear()
     elapsed = time.perf_counter() - started
     print(f" [x] Sent {count} {noun} in {elapsed:.2f} s, each confirmed by the broker")
+
+
+class _ProgressLine:
+    """'12,000 tasks confirmed, 18,210/s', redrawn in place on stderr a few times a second."""
+
+    EVERY_SECONDS = 0.2
+
+    def __init__(self, noun: str, started: float) -> None:
+        self.noun = noun
+        self.started = started
+        self.shown_at = 0.0  # the first count is shown at once
+
+    def __call__(self, confirmed: int) -> None:
+        now = time.perf_counter()
+        if now - self.shown_at < self.EVERY_SECONDS:
+            return
+        self.shown_at = now
+        rate = confirmed / max(now - self.started, 1e-9)
+        sys.stderr.write(f"\r [>] {confirmed:,} {self.noun} confirmed, {rate:,.0f}/s\033[K")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
 
 
 def plain_text(line: str) -> Message:

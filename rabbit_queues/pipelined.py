@@ -36,14 +36,19 @@ def publish_pipelined(
     persistent: bool,
     noun: str = "messages",
     window: int = WINDOW,
+    on_confirmed: Callable[[int], None] | None = None,
 ) -> int:
     """Publish ``messages`` to ``queue`` with confirms, ``window`` at a time; return the count.
+
+    ``on_confirmed``, if given, is called with the count so far each time confirms arrive.
 
     Raises BrokerError, saying how many were confirmed, if the broker refuses one (nack),
     cannot route one (no such queue), goes away, or if ``messages`` raises ValueError (a line
     that does not parse; the messages before it are still sent and confirmed).
     """
-    pipeline = _Pipeline(url, queue, iter(messages), persistent=persistent, window=window)
+    pipeline = _Pipeline(
+        url, queue, iter(messages), persistent=persistent, window=window, on_confirmed=on_confirmed
+    )
     try:
         pipeline.run()
     except KeyboardInterrupt:
@@ -64,8 +69,10 @@ class _Pipeline:
         *,
         persistent: bool,
         window: int,
+        on_confirmed: Callable[[int], None] | None,
     ) -> None:
         self.parameters = url_parameters(url)
+        self.on_confirmed = on_confirmed
         self.queue = queue
         self.messages = messages
         self.mode = pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient
@@ -139,6 +146,8 @@ class _Pipeline:
             self._fail(f"RabbitMQ refused a message for {self.queue.name!r}")
         else:
             self._acked += len(settled)
+            if self.on_confirmed is not None:
+                self.on_confirmed(self.confirmed)
         self._close_if_finished()
 
     def _on_returned(self, *_args: object) -> None:

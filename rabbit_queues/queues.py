@@ -63,3 +63,14 @@ HELLO = QueueSpec("hello")  # lesson 1: durable queue, but transient messages an
 TASK_QUEUE = QueueSpec("task_queue")  # lesson 2: text tasks, one second of work per '.'
 TASKS = QueueSpec("tasks")  # lesson 3: JSON tasks {"id", "type", "args"}
 RESULTS = QueueSpec("results")  # lesson 3: JSON results, correlation_id = the task's id
+
+# Every queue of the lessons, in the order queues.py shows them (each worker with manual acks
+# declares its queue's .retry and .dlq too).
+ALL_QUEUES = [
+    HELLO,
+    *(
+        q
+        for base in (TASK_QUEUE, TASKS, RESULTS)
+        for q in (base, retry_queue(base), dead_letter_queue(base))
+    ),
+]

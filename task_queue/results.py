@@ -9,8 +9,9 @@ from rabbit_queues import (
     RESULTS,
     Broker,
     Delivery,
-    add_burst_option,
+    add_worker_options,
     broker_url,
+    label_output,
     run_script,
     script_parser,
 )
@@ -19,9 +20,10 @@ from rabbit_queues.task_messages import Result
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_burst_option(parser)
+    add_worker_options(parser)  # --burst, --name, --verbose
     parser.add_argument("--steps", action="store_true", help="show every step of a chain")
     args = parser.parse_args()
+    label_output(args.name, timestamps=args.verbose)
 
     def on_result(delivery: Delivery) -> None:
         result = Result.decode(delivery.body)

@@ -14,8 +14,9 @@ from rabbit_queues import (
     TASKS,
     Broker,
     Delivery,
-    add_burst_option,
+    add_worker_options,
     broker_url,
+    label_output,
     run_script,
     script_parser,
 )
@@ -24,8 +25,9 @@ from rabbit_queues.task_messages import BadTask, Result, Task, result_message
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_burst_option(parser)
+    add_worker_options(parser)  # --burst, --name, --verbose
     args = parser.parse_args()
+    label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
         broker.declare(TASKS, RESULTS)

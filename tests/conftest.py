@@ -44,6 +44,7 @@ class BrokerUnderTest:
     restart: Callable[[], None] | None = None
     tls_port: int | None = None  # an amqps:// listener whose certificate says 'localhost'
     ca_file: Path | None = None  # the CA that signed that certificate
+    management_url: str | None = None  # its management API (HTTP), for queues.py
 
 
 def _from_docker() -> Iterator[BrokerUnderTest] | None:
@@ -57,6 +58,11 @@ def _from_docker() -> Iterator[BrokerUnderTest] | None:
         container = RabbitMqContainer(DOCKER_IMAGE)  # talks to the daemon: raises without one
     except docker.errors.DockerException:
         return None
+    container.with_exposed_ports(15672)  # the management API
+    # queues.py reads the management API: have RabbitMQ refresh its figures twice a second
+    container.with_env(
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-rabbit collect_statistics_interval 500"
+    )
 
     def run() -> Iterator[BrokerUnderTest]:
         with container:
@@ -66,6 +72,7 @@ def _from_docker() -> Iterator[BrokerUnderTest] | None:
                 url=f"amqp://guest:guest@{host}:{port}/%2F",
                 kind=f"testcontainers {DOCKER_IMAGE}",
                 docker_exec=["docker", "exec", container_id],
+                management_url=f"http://{host}:{container.get_exposed_port(15672)}/",
             )
 
     return run()
@@ -86,6 +93,7 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
                 restart=node.restart,
                 tls_port=node.tls_port,
                 ca_file=node.ca_file,
+                management_url=node.management_url,
             )
         finally:
             node.remove()
@@ -97,7 +105,8 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
 def broker() -> Iterator[BrokerUnderTest]:
     """A real broker for the whole session (see the module docstring for where from)."""
     if url := os.environ.get("RABBITMQ_URL"):
-        yield BrokerUnderTest(url=url, kind="RABBITMQ_URL")
+        management_url = os.environ.get("MANAGEMENT_URL")
+        yield BrokerUnderTest(url=url, kind="RABBITMQ_URL", management_url=management_url)
         return
     source = _from_docker() or _from_local_node()
     if source is None:
@@ -211,6 +220,9 @@ class Scripts:
     def __init__(self, broker: BrokerUnderTest, bin_dir: Path) -> None:
         self.broker = broker
         self.env = {**os.environ, "AMQP_URL": broker.url, "PATH": python_on_path(bin_dir)}
+        self.env.pop("MANAGEMENT_URL", None)
+        if broker.management_url is not None:
+            self.env["MANAGEMENT_URL"] = broker.management_url
         self.env.pop("PYTHONUNBUFFERED", None)  # the scripts must flush lines on their own
         self._running: list[RunningScript] = []
 

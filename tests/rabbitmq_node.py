@@ -55,10 +55,12 @@ class LocalNode:
         self.dist_port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="rabbitmq-test-"))
         self.tls_port = free_port()
+        self.management_port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.management_url = f"http://127.0.0.1:{self.management_port}/"
         self.ca_file = self.directory / "ca.pem"
         self._process: subprocess.Popen[bytes] | None = None
-        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (self.directory / "rabbitmq-env.conf").write_text("")
         self._make_tls_certificates()
         (self.directory / "rabbitmq.conf").write_text(
@@ -69,6 +71,9 @@ class LocalNode:
             f"ssl_options.keyfile = {self.directory / 'server.key'}\n"
             "ssl_options.verify = verify_none\n"
             "ssl_options.fail_if_no_peer_cert = false\n"
+            # the management API (HTTP), for queues.py; its figures refreshed twice a second
+            f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            "collect_statistics_interval = 500\n"
         )
         for sub in ("mnesia", "log"):
             (self.directory / sub).mkdir()

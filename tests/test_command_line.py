@@ -12,9 +12,16 @@ SCRIPTS = [
     "task_queue/worker.py",
     "task_queue/results.py",
     "work_queue/dead_letters.py",
+    "queues.py",
+    "demo.py",
 ]
 # Arguments that make each script connect (and nothing else).
-ARGUMENTS = {"new_task.py": "x", "worker.py": "--burst", "results.py": "--burst"}
+ARGUMENTS = {
+    "new_task.py": "x",
+    "worker.py": "--burst",
+    "results.py": "--burst",
+    "demo.py": "work_queue",
+}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -28,15 +35,20 @@ def test_help_explains_every_option(scripts, script):
     assert "guest:***@localhost:5672" in shown.stdout  # the default, password hidden
     if script.endswith(("worker.py", "results.py")):
         assert "--burst" in shown.stdout
+        assert "--name NAME" in shown.stdout
+        assert "--verbose" in shown.stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_broker_unreachable_is_one_line_naming_host_and_port(scripts, script):
     port = free_port()  # nothing listens there
-    arguments = ARGUMENTS.get(script.rsplit("/", 1)[1], "")
+    arguments = ARGUMENTS.get(script.rsplit("/", 1)[-1], "")
     failed = scripts.run(
         f"python {script} {arguments}",
-        env={"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F"},
+        env={
+            "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+            "MANAGEMENT_URL": f"http://127.0.0.1:{port}/",  # for queues.py
+        },
     )
 
     assert failed.returncode == 1

@@ -12,6 +12,12 @@ NOT_RUN_BY_TESTS = {
     "docker compose up -d": "needs a Docker engine; the test machines have none",
     "docker compose exec rabbitmq rabbitmqctl list_queues name messages_ready "
     "messages_unacknowledged": "needs a Docker engine; the tests run the same rabbitmqctl line",
+    "docker compose --profile demo run --rm demo": (
+        "needs a Docker engine; test_demo.py runs the same `python demo.py <lesson>`"
+    ),
+    "DEMO_LESSON=task_queue docker compose --profile demo up": (
+        "needs a Docker engine; test_demo.py runs the same `python demo.py task_queue`"
+    ),
     "python -m venv .venv": "the learner's own setup; CI installs into its environment",
     ". .venv/bin/activate": "the learner's own setup; CI installs into its environment",
     "pip install -r requirements.txt": "run by .ci/run (checked below)",
@@ -67,6 +73,8 @@ def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_cr
     assert service["environment"] == {
         "RABBITMQ_DEFAULT_USER": "${RABBITMQ_DEFAULT_USER:-guest}",
         "RABBITMQ_DEFAULT_PASS": "${RABBITMQ_DEFAULT_PASS:-guest}",
+        # queues.py --watch: the management API's figures refreshed every second
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-rabbit collect_statistics_interval 1000",
     }
     example = (REPO / ".env.example").read_text()
     assert "RABBITMQ_DEFAULT_USER=" in example
@@ -74,3 +82,21 @@ def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_cr
     assert service["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
     assert "rabbitmq-data:/var/lib/rabbitmq" in service["volumes"]
     assert service["hostname"]  # a fixed node name, so the volume's data is found again
+
+
+def test_compose_demo_profile_runs_the_demo_against_the_healthy_broker():
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    demo = services["demo"]
+
+    assert demo["profiles"] == ["demo"]  # not started by a plain `docker compose up -d`
+    assert demo["build"] == "."
+    assert demo["command"] == ["python", "demo.py", "${DEMO_LESSON:-work_queue}"]
+    # The same user as the broker's, at its service name on the compose network.
+    assert demo["environment"]["AMQP_URL"] == (
+        "amqp://${RABBITMQ_DEFAULT_USER:-guest}:${RABBITMQ_DEFAULT_PASS:-guest}@rabbitmq:5672/%2F"
+    )
+    assert demo["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY . ." in dockerfile
+    assert "pip install --no-cache-dir --root-user-action=ignore ." in dockerfile
+    assert "docker compose --profile demo run --rm demo" in readme_commands()

@@ -12,8 +12,9 @@ from rabbit_queues import (
     TASK_QUEUE,
     Broker,
     Delivery,
-    add_burst_option,
+    add_worker_options,
     broker_url,
+    label_output,
     run_script,
     script_parser,
 )
@@ -45,8 +46,9 @@ def on_message(delivery: Delivery) -> None:
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_burst_option(parser)
+    add_worker_options(parser)  # --burst, --name, --verbose
     args = parser.parse_args()
+    label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
         broker.declare(TASK_QUEUE)

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Show the lessons' queues: messages ready, delivered but unacknowledged, and consumers.
+
+The same columns as `rabbitmqctl list_queues name messages_ready messages_unacknowledged
+consumers`, without rabbitmqctl (which a broker in Docker does not put on your machine).
+From the management API when it answers, else from passive declares over AMQP, which
+cannot see unacknowledged messages ('?').
+
+python queues.py            once
+python queues.py --watch    every second, until Ctrl+C
+"""
+
+import sys
+import time
+from datetime import datetime
+
+from rabbit_queues import broker_url, redact_url, run_script, script_parser
+from rabbit_queues.inspection import (
+    ManagementUnavailable,
+    PassiveDeclares,
+    QueueFigures,
+    from_management_api,
+    management_url,
+)
+
+COLUMNS = ("name", "messages_ready", "messages_unacknowledged", "consumers")
+
+
+def table(figures: list[QueueFigures]) -> str:
+    if not figures:
+        return "(none of the lessons' queues exists yet: start a worker or send a task)"
+    rows = [COLUMNS] + [
+        (f.name, str(f.ready), "?" if f.unacked is None else str(f.unacked), str(f.consumers))
+        for f in figures
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument(
+        "--management-url",
+        help="the management API (default: the MANAGEMENT_URL environment variable, else "
+        "http://<broker host>:15672/)",
+    )
+    parser.add_argument("--watch", action="store_true", help="refresh every second")
+    args = parser.parse_args()
+    url = broker_url(args.url)
+    api_url = management_url(url, args.management_url)
+
+    amqp: PassiveDeclares | None = None
+    try:
+        while True:
+            try:
+                figures = from_management_api(url, api_url)
+                source = f"from the management API at {api_url}"
+            except ManagementUnavailable as why:
+                amqp = amqp or PassiveDeclares(url)
+                figures = amqp.figures()
+                source = (
+                    "from passive declares ('?': only the management API can tell)\n"
+                    f"(the management API at {api_url} did not answer: {why})"
+                )
+            if args.watch and sys.stdout.isatty():
+                print("\033[H\033[2J", end="")  # clear the terminal, draw from the top
+            when = datetime.now().strftime("%H:%M:%S")
+            print(f"{when} {redact_url(url)}, {source}\n{table(figures)}")
+            if not args.watch:
+                return
+            print()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return  # Ctrl+C is how --watch ends
+    finally:
+        if amqp is not None:
+            amqp.close()
+
+
+if __name__ == "__main__":
+    run_script(main)

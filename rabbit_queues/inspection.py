@@ -1,0 +1,114 @@
+"""How many messages the lessons' queues hold: what `queues.py` prints.
+
+The management HTTP API (the rabbitmq_management plugin, in the `-management` images) knows
+all of it: messages ready, messages delivered but not yet acknowledged, consumers. Over AMQP
+a passive declare tells ready and consumers, but not unacknowledged; that is the fallback
+when the API does not answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pika.exceptions
+
+from rabbit_queues.connection import BrokerError, open_connection, url_parameters
+from rabbit_queues.queues import ALL_QUEUES
+
+HTTP_TIMEOUT_SECONDS = 3
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """One line of `rabbitmqctl list_queues name messages_ready messages_unacknowledged
+    consumers`. ``unacked`` is None where AMQP alone cannot tell it."""
+
+    name: str
+    ready: int
+    unacked: int | None
+    consumers: int
+
+
+def management_url(amqp_url: str, given: str | None = None) -> str:
+    """The management API: ``given``, else ``MANAGEMENT_URL``, else port 15672 of the broker's
+    host (https on 15671 for amqps://)."""
+    if given or os.environ.get("MANAGEMENT_URL"):
+        return (given or os.environ["MANAGEMENT_URL"]).rstrip("/") + "/"
+    parameters = url_parameters(amqp_url)
+    scheme, port = ("https", 15671) if parameters.ssl_options else ("http", 15672)
+    return f"{scheme}://{parameters.host}:{port}/"
+
+
+class ManagementUnavailable(Exception):
+    """The management API did not answer, or not usefully; the message says why."""
+
+
+def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
+    """The lessons' queues as the management API reports them (with the AMQP URL's user).
+
+    RabbitMQ refreshes these figures every 5 s by default (``collect_statistics_interval``).
+    """
+    parameters = url_parameters(amqp_url)
+    credentials = parameters.credentials
+    token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{api_url}api/queues/{quote(parameters.virtual_host, safe='')}"
+        "?columns=name,messages_ready,messages_unacknowledged,consumers",
+        headers={"Authorization": f"Basic {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            listed = json.load(response)
+    except urllib.error.HTTPError as error:
+        raise ManagementUnavailable(f"HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ManagementUnavailable(
+            str(getattr(reason, "strerror", None) or reason).lower()
+        ) from None
+    except ValueError:
+        raise ManagementUnavailable("its answer is not JSON") from None
+    by_name = {queue["name"]: queue for queue in listed}
+    return [
+        QueueFigures(
+            spec.name,
+            by_name[spec.name].get("messages_ready", 0),
+            by_name[spec.name].get("messages_unacknowledged", 0),
+            by_name[spec.name].get("consumers", 0),
+        )
+        for spec in ALL_QUEUES
+        if spec.name in by_name
+    ]
+
+
+class PassiveDeclares:
+    """The lessons' queues over AMQP: a passive declare per queue, on one connection."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.connection = open_connection(amqp_url)
+        self.channel = self.connection.channel()
+
+    def figures(self) -> list[QueueFigures]:
+        found = []
+        for spec in ALL_QUEUES:
+            try:
+                declared = self.channel.queue_declare(spec.name, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != 404:
+                    raise BrokerError(f"cannot look at queue {spec.name!r}: {error}") from None
+                self.channel = self.connection.channel()  # a 404 closes the channel
+                continue
+            found.append(
+                QueueFigures(spec.name, declared.message_count, None, declared.consumer_count)
+            )
+        return found
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()

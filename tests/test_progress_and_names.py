@@ -1,0 +1,90 @@
+"""What a learner sees in the terminal: `new_task.py -` shows its progress on a terminal (and
+only there), and workers started with --name and --verbose say who printed what, and when."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from script_runner import REPO
+
+PROGRESS = re.compile(r"\r \[>\] ([\d,]+) tasks confirmed, [\d,]+/s\x1b\[K")
+
+
+def run_on_a_terminal(command: list[str], stdin_path, env) -> tuple[int, str]:
+    """Run ``command`` with its stdout and stderr on a pseudo-terminal; return all it wrote."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    with open(stdin_path) as stdin:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=stdin, stdout=terminal, stderr=terminal
+        )
+    os.close(terminal)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's other end is closed, the process is done
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(controller)
+    return process.wait(timeout=60), written.decode()
+
+
+@pytest.mark.timeout(60)
+def test_new_task_shows_progress_on_a_terminal(scripts, probe, tmp_path):
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("".join(f"task {n}\n" for n in range(20000)))
+    command = [sys.executable, "work_queue/new_task.py", "-"]
+    code, written = run_on_a_terminal(command, tasks, scripts.env)
+
+    assert code == 0, written
+    counts = [int(count.replace(",", "")) for count in PROGRESS.findall(written)]
+    assert counts, written  # at least the first confirms are shown at once
+    assert counts == sorted(counts) and counts[-1] <= 20000
+    # The progress line is wiped, then the summary is printed as usual.
+    assert re.search(r"\r\x1b\[K \[x\] Sent 20000 tasks in [\d.]+ s, each confirmed", written)
+    assert probe.depth("task_queue") == 20000
+
+
+@pytest.mark.timeout(60)
+def test_new_task_is_quiet_when_piped(scripts, probe, tmp_path):
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("".join(f"task {n}\n" for n in range(20000)))
+    sent = scripts.run(f"python work_queue/new_task.py - < {tasks} | cat")
+
+    assert sent.returncode == 0
+    assert sent.stderr == ""
+    assert re.fullmatch(
+        r" \[x\] Sent 20000 tasks in [\d.]+ s, each confirmed by the broker\n", sent.stdout
+    )
+
+
+@pytest.mark.timeout(60)
+def test_workers_print_their_name_and_with_verbose_the_time(scripts, probe):
+    alice = scripts.start("python work_queue/worker.py --name alice --verbose")
+    bob = scripts.start("python work_queue/worker.py --name bob")
+    alice.wait_for(r"^\d\d:\d\d:\d\d\.\d\d\d alice \| \[\*\] Waiting for messages")
+    bob.wait_for(r"^bob \| \[\*\] Waiting for messages")
+    for task in ("First task.", "Second task."):
+        assert scripts.run(f'python work_queue/new_task.py "{task}"').returncode == 0
+
+    alice.wait_for(r"^\d\d:\d\d:\d\d\.\d\d\d alice \| \[x\] Done$")
+    bob.wait_for(r"^bob \| \[x\] Done$")
+    # Every line is labelled, whichever thread printed it.
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d\d\d alice \| ", line) for line in alice.lines)
+    assert all(line.startswith("bob | ") for line in bob.lines)
+
+
+@pytest.mark.timeout(30)
+def test_a_named_worker_labels_its_error_too(scripts):
+    result = scripts.run(
+        "python task_queue/results.py --name results --burst",
+        env={"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("results | error: cannot reach RabbitMQ at 127.0.0.1:1 (")

@@ -1,0 +1,86 @@
+"""`python queues.py`: the columns of `rabbitmqctl list_queues`, from the management API when
+it answers and from passive declares otherwise; `--watch` follows them as workers run."""
+
+import re
+import signal
+
+import pytest
+from rabbitmq_node import free_port
+
+LONG_TASK = "Long task " + "." * 60  # holds the worker (and the task unacked) for a minute
+
+
+def row(name: str, ready: int, unacked: int | str, consumers: int) -> str:
+    """A regex for one line of the table."""
+    return rf"^{name}\s+{ready}\s+{'[?]' if unacked == '?' else unacked}\s+{consumers}$"
+
+
+def send_three_tasks(scripts) -> None:
+    for task in (LONG_TASK, "Second task.", "Third task."):
+        assert scripts.run(f'python work_queue/new_task.py "{task}"').returncode == 0
+
+
+@pytest.mark.timeout(90)
+def test_queues_shows_waiting_and_unacked_tasks_from_the_management_api(scripts, probe):
+    if scripts.broker.management_url is None:
+        pytest.skip(
+            f"no management API known for a {scripts.broker.kind} broker: set MANAGEMENT_URL"
+        )
+    once = scripts.run("python queues.py")
+    assert once.returncode == 0, once.stderr
+    assert "from the management API at " + scripts.broker.management_url in once.stdout
+    assert "none of the lessons' queues exists yet" in once.stdout
+
+    watch = scripts.start("python queues.py --watch")
+    send_three_tasks(scripts)
+    # RabbitMQ refreshes the API's figures on a timer (0.5 s on the test broker): wait for them.
+    watch.wait_for(row("task_queue", 3, 0, 0), timeout=20)
+    worker = scripts.start_worker("python work_queue/worker.py")
+    worker.wait_for(r"Received 'Long task")
+    watch.wait_for(row("task_queue", 2, 1, 1), timeout=20)  # the long task, held unacked
+    watch.wait_for(row("task_queue.dlq", 0, 0, 0))
+    watch.signal(signal.SIGINT)  # Ctrl+C ends --watch
+    assert watch.wait() == 0
+    assert "Traceback" not in watch.output
+
+    once = scripts.run("python queues.py")
+    assert once.stdout.splitlines()[1].split() == [
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_queues_falls_back_to_passive_declares_without_the_management_api(scripts, probe):
+    nowhere = f"http://127.0.0.1:{free_port()}/"
+    env = {"MANAGEMENT_URL": nowhere}
+    send_three_tasks(scripts)
+    once = scripts.run("python queues.py", env=env)
+    assert once.returncode == 0, once.stderr
+    assert f"(the management API at {nowhere} did not answer: connection refused)" in once.stdout
+    lines = once.stdout.splitlines()
+    assert any(re.fullmatch(row("task_queue", 3, "?", 0), line) for line in lines), once.stdout
+
+    scripts.env["MANAGEMENT_URL"] = nowhere
+    worker = scripts.start_worker("python work_queue/worker.py")
+    worker.wait_for(r"Received 'Long task")
+    watch = scripts.start("python queues.py --watch")
+    watch.wait_for(row("task_queue", 2, "?", 1))  # passive declares: exact, at once
+    watch.wait_for(row("task_queue.retry", 0, "?", 0))
+    watch.signal(signal.SIGINT)
+    assert watch.wait() == 0
+
+
+@pytest.mark.timeout(30)
+def test_queues_says_in_one_line_when_the_broker_is_unreachable(scripts):
+    port = free_port()
+    nowhere = {
+        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+        "MANAGEMENT_URL": f"http://127.0.0.1:{port}/",
+    }
+    result = scripts.run("python queues.py", env=nowhere)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (")
+    assert len(result.stderr.splitlines()) == 1
