@@ -25,14 +25,10 @@ import pytest
 from rabbitmq_node import LocalNode
 from script_runner import REPO, RunningScript, python_on_path
 
-from rabbit_queues import HELLO, RESULTS, TASK_QUEUE, TASKS, dead_letter_queue
+from rabbit_queues.queues import ALL_QUEUES
 
 DOCKER_IMAGE = "rabbitmq:4-management"
-LESSON_QUEUES = [
-    queue.name
-    for base in (HELLO, TASK_QUEUE, TASKS, RESULTS)
-    for queue in (base, dead_letter_queue(base))
-]
+LESSON_QUEUES = [queue.name for queue in ALL_QUEUES]  # with each .retry and .dlq
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 import re
 
+import pytest
 import yaml
 from script_runner import REPO
 
 README = (REPO / "README.md").read_text()
+README_RU = (REPO / "README.ru.md").read_text()
 CI_SCRIPT = (REPO / ".ci" / "run").read_text()
 
 NOT_RUN_BY_TESTS = {
@@ -32,10 +34,14 @@ NOT_RUN_BY_TESTS = {
 }
 
 
+def command_blocks(readme: str) -> list[str]:
+    """The README's ```bash blocks, in order."""
+    return re.findall(r"^```bash\n(.*?)^```", readme, re.M | re.S)
+
+
 def readme_commands() -> list[str]:
     """Each line of the README's ```bash blocks."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", README, re.M | re.S)
-    return [line for block in blocks for line in block.splitlines() if line.strip()]
+    return [line for block in command_blocks(README) for line in block.splitlines() if line.strip()]
 
 
 def test_every_readme_command_appears_verbatim_in_a_test():
@@ -100,3 +106,21 @@ def test_compose_demo_profile_runs_the_demo_against_the_healthy_broker():
     assert "COPY . ." in dockerfile
     assert "pip install --no-cache-dir --root-user-action=ignore ." in dockerfile
     assert "docker compose --profile demo run --rm demo" in readme_commands()
+
+
+def test_the_russian_readme_shows_the_same_command_blocks_in_the_same_order():
+    assert command_blocks(README_RU) == command_blocks(README)
+    assert "[Русская версия](README.ru.md)" in README
+    assert "[English version](README.md)" in README_RU
+
+
+@pytest.mark.parametrize("name", ["README.md", "README.ru.md"])
+def test_every_link_to_a_section_finds_its_heading(name):
+    text = (REPO / name).read_text()
+    outside_code = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    headings = re.findall(r"^#+ (.*)$", outside_code, re.M)
+    # GitHub's anchors: lower case, punctuation dropped, spaces made hyphens.
+    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    links = re.findall(r"\]\(#([^)]+)\)", outside_code)
+    assert links
+    assert sorted(set(links) - anchors) == []
