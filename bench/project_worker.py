@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--prefetch", type=int, default=1, help="0: unlimited")
+    parser.add_argument("--queue-type", choices=("classic", "quorum"), default="classic")
     args = parser.parse_args()
 
     def on_message(delivery: Delivery) -> None:
@@ -33,7 +34,7 @@ def main() -> None:
             print("done", flush=True)
 
     with Broker.connect(args.url) as broker:
-        queue = QueueSpec(args.queue)
+        queue = QueueSpec(args.queue).of_type(args.queue_type)
         broker.declare(queue)
         broker.consume(queue, on_message, prefetch_count=args.prefetch or None)
         print("ready", flush=True)

@@ -31,7 +31,9 @@ from rabbit_queues.pipelined import publish_pipelined
 PROJECT, BARE, BARE_CONFIRM_EACH = "bench.project", "bench.bare", "bench.bare_confirm_each"
 CELERY, DRAMATIQ = "bench.celery", "bench_dramatiq"
 FAIR = "bench.fair"
-BENCH_QUEUES = [PROJECT, BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR]
+BENCH_QUEUES = [PROJECT, BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR] + [
+    f"{queue}.{suffix}" for queue in (PROJECT, FAIR) for suffix in ("retry", "dlq")
+]  # with the retry and dead-letter queues this project's worker declares
 DRAMATIQ_EXTRA = ["bench_dramatiq.DQ", "bench_dramatiq.XQ"]  # its delay and dead-letter queues
 # Fair dispatch: every third task is long. Dealt round-robin, they all land on one worker.
 # (Long ones first: a greedy dispatcher cannot do better than the last long task started.)
@@ -84,7 +86,7 @@ def run_once(url: str, probe: Probe, n: int) -> dict[str, float]:
     QueueSpec(PROJECT).declare(probe.channel)
 
     # Enqueue N no-op tasks with confirms, each way; then drain them with one worker.
-    measured["enqueue.project"] = n / timed(lambda: enqueue_project(url, n))
+    measured["enqueue.project"] = n / timed(lambda: enqueue_project(url, n, QueueSpec(PROJECT)))
     measured["drain.project"], rss = drain(
         probe, PROJECT, n, [python, "-m", "bench.project_worker", "--url", url, "--queue", PROJECT]
     )
@@ -140,10 +142,12 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def enqueue_project(url: str, n: int) -> None:
+def enqueue_project(url: str, n: int, queue: QueueSpec) -> None:
     """This project's `new_task.py -` path: pipelined confirms, a window of 1,000."""
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        queue.declare(connection.channel())
     messages = (("0" if number < n - 1 else "mark", {}) for number in range(n))
-    publish_pipelined(url, QueueSpec(PROJECT), messages, persistent=True)
+    publish_pipelined(url, queue, messages, persistent=True)
 
 
 def enqueue_bare(url: str, queue: str, n: int, *, confirm_each: bool) -> None:

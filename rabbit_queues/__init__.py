@@ -8,6 +8,7 @@ are persistent, where they are acknowledged and how many a worker may hold (pref
 
 from rabbit_queues.broker import Broker
 from rabbit_queues.cli import (
+    add_queue_type_option,
     add_worker_options,
     label_output,
     plain_text,
@@ -37,6 +38,7 @@ __all__ = [
     "BrokerError",
     "Delivery",
     "QueueSpec",
+    "add_queue_type_option",
     "add_worker_options",
     "broker_url",
     "dead_letter_queue",

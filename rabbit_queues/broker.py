@@ -25,7 +25,7 @@ import pika
 import pika.exceptions
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.connection import BrokerError, ConnectionLost, open_connection, redact_url
+from rabbit_queues.connection import BrokerError, ConnectionLost, connect_to_a_node, redact_url
 from rabbit_queues.delivery import Delivery
 from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
@@ -59,7 +59,8 @@ class Broker:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = url  # one node, or a cluster's nodes separated by commas
+        self.node_url: str | None = None  # the node we are connected to
         self.generation = 0  # counts connections: a delivery can only be acked on its own
         self._declared: list[QueueSpec] = []
         self._subscription: _Subscription | None = None
@@ -93,7 +94,8 @@ class Broker:
                 self.connection.close()
 
     def _open(self) -> None:
-        connection = open_connection(self.url)
+        # The first node that answers; after a failure, the nodes after the one we had first.
+        connection, self.node_url = connect_to_a_node(self.url, after=self.node_url)
         channel = connection.channel()
         # Publisher confirms: basic_publish returns only once the broker has taken
         # responsibility for the message (for a persistent one: written it to disk).
@@ -173,8 +175,13 @@ class Broker:
             self._acks_pending += 1
         if threading.get_ident() == self._connection_thread:
             ack()
-        else:
-            self.connection.add_callback_threadsafe(ack)
+            return
+        try:
+            self._hand_to_connection_thread(ack)
+        except ConnectionLost:
+            with self._lock:
+                self._acks_pending -= 1
+            raise
 
     def _on_connection_thread(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the connection's thread and return its result, from any thread."""
@@ -193,12 +200,20 @@ class Broker:
             if not self._connected:
                 raise ConnectionLost("the connection to RabbitMQ is gone")
             self._waiting.add(done)
-            self.connection.add_callback_threadsafe(run)
         try:
+            self._hand_to_connection_thread(run)
             return done.result()
         finally:
             with self._lock:
                 self._waiting.discard(done)
+
+    def _hand_to_connection_thread(self, call: Callable[[], None]) -> None:
+        """Queue ``call`` for the connection's thread; ConnectionLost if the connection has
+        closed (the connection's thread may not have noticed yet)."""
+        try:
+            self.connection.add_callback_threadsafe(call)
+        except pika.exceptions.ConnectionWrongStateError:
+            raise ConnectionLost("the connection to RabbitMQ is gone") from None
 
     def _disconnect(self) -> None:
         """Give up the connection; worker-thread calls waiting on it get ConnectionLost."""
@@ -331,7 +346,7 @@ class Broker:
         queue_name = self._subscription.queue.name
         while not (self._stop_requested and self._in_flight == 0):
             self._delivered = False
-            self.connection.process_data_events(time_limit=IDLE_SECONDS)
+            self._process_events(IDLE_SECONDS)
             if self._cancelled_by_broker:
                 raise BrokerError(
                     f"RabbitMQ cancelled this worker's subscription to {queue_name!r} (was the "
@@ -340,13 +355,21 @@ class Broker:
             idle = not self._delivered and self._in_flight == 0 and self._acks_pending == 0
             if until_empty and idle and self._all_done():
                 # A message the broker sent us before answering is held by pika until now.
-                self.connection.process_data_events(time_limit=0)
+                self._process_events(0)
                 if not self._delivered:
                     print(" [*] Queue is empty, exiting")
                     return True
         while self._acks_pending:  # send the last ack before closing, or the broker requeues
-            self.connection.process_data_events(time_limit=IDLE_SECONDS)
+            self._process_events(IDLE_SECONDS)
         return False
+
+    def _process_events(self, time_limit: float) -> None:
+        """Serve the connection for up to ``time_limit`` s (deliveries, acks, heartbeats)."""
+        if self.connection.is_closed:
+            # Closed by a callback of the last round: pika would fail with a ValueError
+            # ("Timeout closed before call", pika issue #1291) rather than say so.
+            raise pika.exceptions.StreamLostError("the connection closed")
+        self.connection.process_data_events(time_limit=time_limit)
 
     def _all_done(self) -> bool:
         """Nothing waits in the queue, nor (with manual acks) in its retry queue."""
@@ -362,6 +385,7 @@ class Broker:
             delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS)) - 1]
             if not self._sleep_unless_stopped(delay):
                 return False
+            previous_node = self.node_url
             try:
                 self._open()
                 for spec in self._declared:
@@ -371,7 +395,9 @@ class Broker:
                 print(f" [!] Reconnect attempt {attempt} failed: {_first_clause(failure)}")
                 self._disconnect()
                 continue
-            print(f" [*] Reconnected to {redact_url(self.url)} (attempt {attempt})")
+            assert self.node_url is not None
+            verb = "Reconnected to" if self.node_url == previous_node else "Failed over to"
+            print(f" [*] {verb} {redact_url(self.node_url)} (attempt {attempt})")
             return True
         raise AssertionError("unreachable")
 

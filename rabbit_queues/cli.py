@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import pika.exceptions
 from rabbit_queues.broker import Broker
 from rabbit_queues.connection import DEFAULT_URL, BrokerError, redact_url
 from rabbit_queues.pipelined import Message, publish_pipelined
-from rabbit_queues.queues import QueueSpec
+from rabbit_queues.queues import QUEUE_TYPES, QueueSpec
 
 
 def script_parser(description: str) -> argparse.ArgumentParser:
@@ -28,13 +29,36 @@ def script_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
-        help="broker address, amqp://user:password@host:port/vhost or amqps://... for TLS "
-        f"(default: the AMQP_URL environment variable, else {redact_url(DEFAULT_URL)})".replace(
+        action="append",
+        help="broker address, amqp://user:password@host:port/vhost or amqps://... for TLS; "
+        "repeat it for the nodes of a cluster (default: the AMQP_URL environment variable, "
+        f"comma-separated for a cluster, else {redact_url(DEFAULT_URL)})".replace(
             "%",
             "%%",  # argparse formats help with %
         ),
     )
     return parser
+
+
+def add_queue_type_option(parser: argparse.ArgumentParser) -> None:
+    """``--queue-type classic|quorum`` (default: the QUEUE_TYPE environment variable, else
+    classic). Producers and workers of a queue must agree: it is declared once, one way."""
+    parser.add_argument(
+        "--queue-type",
+        type=_queue_type,
+        default=os.environ.get("QUEUE_TYPE") or "classic",
+        metavar="{classic,quorum}",
+        help="classic: one node holds the queue; quorum: replicated over a cluster's nodes, "
+        "with a delivery limit (default: the QUEUE_TYPE environment variable, else classic)",
+    )
+
+
+def _queue_type(value: str) -> str:
+    if value not in QUEUE_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a queue type: classic or quorum (from --queue-type or QUEUE_TYPE)"
+        )
+    return value
 
 
 def add_worker_options(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,15 @@ class BrokerError(Exception):
     """A problem with the broker, explained in one line; scripts print it instead of a traceback."""
 
 
+# "You may not" (a wrong password or vhost), the same answer on every node of a cluster; any
+# other failure says "this node cannot be reached now", and another node may answer.
+REFUSALS = (
+    pika.exceptions.ProbableAuthenticationError,
+    pika.exceptions.ProbableAccessDeniedError,
+    pika.exceptions.AuthenticationError,
+)
+
+
 class ConnectionLost(Exception):
     """The connection a message came on went away before the worker could settle it."""
 
@@ -23,13 +32,28 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 URL_HINT = "check --url or the AMQP_URL environment variable"
 
 
-def broker_url(cli_url: str | None = None) -> str:
-    """The broker address: ``--url`` if given, else ``AMQP_URL``, else the local default."""
+def broker_url(cli_url: str | list[str] | None = None) -> str:
+    """The broker address: ``--url`` if given, else ``AMQP_URL``, else the local default.
+
+    A cluster's nodes are listed with commas (``--url`` repeated gives the same): the
+    scripts connect to the first node that answers, and to another when theirs goes away.
+    """
+    if isinstance(cli_url, list):
+        cli_url = ",".join(cli_url)
     return cli_url or os.environ.get("AMQP_URL") or DEFAULT_URL
 
 
+def node_urls(url: str) -> list[str]:
+    """The nodes an address lists: 'amqp://a:5672,amqp://b:5672' names two."""
+    return [node.strip() for node in url.split(",") if node.strip()] or [url]
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe to print or log."""
+    """``url`` with its password(s) replaced by ``***``, safe to print or log."""
+    return ",".join(_redact_one(node) for node in node_urls(url))
+
+
+def _redact_one(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -46,16 +70,35 @@ def url_parameters(url: str) -> pika.URLParameters:
 
 
 def open_connection(url: str) -> pika.BlockingConnection:
-    """Connect to ``url`` (``amqp://`` or ``amqps://``); raise BrokerError on any failure.
+    """Connect to ``url`` (``amqp://`` or ``amqps://``, or several of them: the first node
+    that answers); raise BrokerError on any failure."""
+    return connect_to_a_node(url)[0]
+
+
+def connect_to_a_node(url: str, after: str | None = None) -> tuple[pika.BlockingConnection, str]:
+    """Connect to the first node of ``url`` that answers, starting with the one listed
+    ``after`` the given node (so a failover tries the others first); return the connection
+    and that node's URL. Raise BrokerError, with every node's reason, if none answers.
 
     ``amqps://`` verifies the broker's certificate and host name against the system's trusted
     CAs (or the bundle named by ``SSL_CERT_FILE``), as a browser would.
     """
-    parameters = url_parameters(url)
-    try:
-        return pika.BlockingConnection(parameters)
-    except (pika.exceptions.AMQPConnectionError, OSError) as error:
-        raise explain_connection_error(parameters, error) from None
+    nodes = node_urls(url)
+    if after in nodes:
+        start = nodes.index(after) + 1
+        nodes = nodes[start:] + nodes[:start]
+    failures: list[BrokerError] = []
+    for node in nodes:
+        parameters = url_parameters(node)
+        try:
+            return pika.BlockingConnection(parameters), node
+        except (pika.exceptions.AMQPConnectionError, OSError) as error:
+            failure = explain_connection_error(parameters, error)
+            if isinstance(error, REFUSALS) or len(nodes) == 1:
+                raise failure from None
+            failures.append(failure)
+    reasons = "; ".join(str(failure).split(": start the broker")[0] for failure in failures)
+    raise BrokerError(f"no node of the cluster answers ({reasons}); {URL_HINT}")
 
 
 def explain_connection_error(

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pika.exceptions
 
-from rabbit_queues.connection import BrokerError, open_connection, url_parameters
+from rabbit_queues.connection import BrokerError, node_urls, open_connection, url_parameters
 from rabbit_queues.queues import ALL_QUEUES
 
 HTTP_TIMEOUT_SECONDS = 3
@@ -37,10 +37,10 @@ class QueueFigures:
 
 def management_url(amqp_url: str, given: str | None = None) -> str:
     """The management API: ``given``, else ``MANAGEMENT_URL``, else port 15672 of the broker's
-    host (https on 15671 for amqps://)."""
+    host (its first node's; https on 15671 for amqps://)."""
     if given or os.environ.get("MANAGEMENT_URL"):
         return (given or os.environ["MANAGEMENT_URL"]).rstrip("/") + "/"
-    parameters = url_parameters(amqp_url)
+    parameters = url_parameters(node_urls(amqp_url)[0])
     scheme, port = ("https", 15671) if parameters.ssl_options else ("http", 15672)
     return f"{scheme}://{parameters.host}:{port}/"
 
@@ -54,7 +54,7 @@ def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
 
     RabbitMQ refreshes these figures every 5 s by default (``collect_statistics_interval``).
     """
-    parameters = url_parameters(amqp_url)
+    parameters = url_parameters(node_urls(amqp_url)[0])
     credentials = parameters.credentials
     token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
     request = urllib.request.Request(

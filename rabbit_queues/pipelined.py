@@ -8,23 +8,38 @@ back, or that an error reports, is exactly what the broker has confirmed.
 pika's BlockingConnection cannot wait for confirms in the background, so this uses its
 asynchronous SelectConnection, and reads the messages on a thread of their own (they may come
 from a terminal), handing each to the connection's loop with ``add_callback_threadsafe``.
+
+Given a cluster's nodes, it fails over: if its node goes away, it connects to the next one and
+sends again the messages that were not confirmed (some may then arrive twice: at-least-once).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.connection import BrokerError, explain_connection_error, url_parameters
+from rabbit_queues.connection import (
+    BrokerError,
+    explain_connection_error,
+    node_urls,
+    redact_url,
+    url_parameters,
+)
 from rabbit_queues.queues import QueueSpec
 
 WINDOW = 1000  # unconfirmed messages in flight at most
+# After a failover, a quorum queue may refuse (nack) messages while it elects a new leader.
+# For this long after one, refused messages are sent again, every RESEND_DELAY seconds.
+RECOVERY_SECONDS = 30
+RESEND_DELAY = 0.5
 Message = tuple[bytes | str, dict[str, Any]]  # a body and its properties (message_id, ...)
 
 
@@ -39,6 +54,7 @@ def publish_pipelined(
     on_confirmed: Callable[[int], None] | None = None,
 ) -> int:
     """Publish ``messages`` to ``queue`` with confirms, ``window`` at a time; return the count.
+    ``url`` may list a cluster's nodes: the first that answers is used, then the next ones.
 
     ``on_confirmed``, if given, is called with the count so far each time confirms arrive.
 
@@ -71,17 +87,28 @@ class _Pipeline:
         window: int,
         on_confirmed: Callable[[int], None] | None,
     ) -> None:
-        self.parameters = url_parameters(url)
-        self.on_confirmed = on_confirmed
+        self.nodes = node_urls(url)
         self.queue = queue
         self.messages = messages
+        self.on_confirmed = on_confirmed
         self.mode = pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient
         self.failure: str | None = None  # once set, nothing more is sent
+        self.ioloop = IOLoop()  # one loop for every connection, so failover keeps the reader
+        self.connection: pika.SelectConnection | None = None
+        self.channel: pika.channel.Channel | None = None  # None while (re)connecting
+        self._node = -1  # index in self.nodes of the node we use
+        self._nodes_left = len(self.nodes)  # tried since the last good connection
         self._acked = 0
         self._returned = 0  # unroutable: RabbitMQ returns such a message, then acks it anyway
         self._room = threading.Semaphore(window)  # free places in the window
-        self._unconfirmed: set[int] = set()  # delivery tags sent, not yet acked or nacked
+        self._unconfirmed: dict[int, Message] = {}  # by delivery tag: sent, not acked yet
+        self._backlog: list[Message] = []  # read while no channel was open: to send
         self._next_tag = 0
+        self._resent: int | None = None  # failing over: how many are sent again
+        self._recovering_until = 0.0  # monotonic time: refusals until then are sent again
+        self._refused: list[Message] = []  # refused while recovering: to send again
+        self._said_refused = False
+        self._reading = False
         self._all_read = False
 
     @property
@@ -90,6 +117,15 @@ class _Pipeline:
         return self._acked - self._returned
 
     def run(self) -> None:
+        self._connect_to_next_node()
+        self.ioloop.start()  # returns when the connection has closed for good
+
+    # -- on the connection's loop ---------------------------------------------------------
+
+    def _connect_to_next_node(self) -> None:
+        self._node = (self._node + 1) % len(self.nodes)
+        self._nodes_left -= 1
+        self.parameters = url_parameters(self.nodes[self._node])
         self.connection = pika.SelectConnection(
             self.parameters,
             on_open_callback=lambda connection: connection.channel(
@@ -97,26 +133,43 @@ class _Pipeline:
             ),
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,
+            custom_ioloop=self.ioloop,
         )
-        self.connection.ioloop.start()  # returns when the connection has closed
-
-    # -- on the connection's loop ---------------------------------------------------------
 
     def _on_open_error(self, _connection: object, error: BaseException) -> None:
-        self.failure = str(explain_connection_error(self.parameters, error))
-        self.connection.ioloop.stop()
+        if self._nodes_left > 0 and not isinstance(error, pika.exceptions.AuthenticationError):
+            self._connect_to_next_node()
+            return
+        self.failure = self.failure or str(explain_connection_error(self.parameters, error))
+        self.ioloop.stop()
 
     def _on_channel_open(self, channel: pika.channel.Channel) -> None:
-        self.channel = channel
         channel.add_on_return_callback(self._on_returned)
         channel.add_on_close_callback(self._on_channel_closed)
-        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._start_reading())
+        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._ready(channel))
 
-    def _start_reading(self) -> None:
-        threading.Thread(target=self._read, name="reader", daemon=True).start()
+    def _ready(self, channel: pika.channel.Channel) -> None:
+        self.channel, self._next_tag = channel, 0  # a new channel numbers from 1 again
+        self._nodes_left = len(self.nodes)
+        if self._resent is not None:
+            node = redact_url(self.nodes[self._node])
+            print(f" [*] Failed over to {node}; sending the {self._resent} unconfirmed again")
+            self._resent = None
+            self._recovering_until = time.monotonic() + RECOVERY_SECONDS
+            self._said_refused = False
+        backlog, self._backlog = self._backlog, []
+        for body, properties in backlog:
+            self._publish(body, properties)
+        if not self._reading:
+            self._reading = True
+            threading.Thread(target=self._read, name="reader", daemon=True).start()
+        self._close_if_finished()
 
     def _publish(self, body: bytes | str, properties: dict[str, Any]) -> None:
         if self.failure is not None:
+            return
+        if self.channel is None:  # failing over: sent once the next node's channel is open
+            self._backlog.append((body, properties))
             return
         self.channel.basic_publish(
             exchange="",
@@ -126,7 +179,7 @@ class _Pipeline:
             mandatory=True,  # no such queue: the broker returns the message
         )
         self._next_tag += 1
-        self._unconfirmed.add(self._next_tag)
+        self._unconfirmed[self._next_tag] = (body, properties)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         """An ack or a nack for one message, or (``multiple``) for all up to its tag.
@@ -136,19 +189,45 @@ class _Pipeline:
         """
         method = frame.method
         if method.multiple:
-            settled = {tag for tag in self._unconfirmed if tag <= method.delivery_tag}
+            settled = [tag for tag in self._unconfirmed if tag <= method.delivery_tag]
         else:
-            settled = {method.delivery_tag} & self._unconfirmed
-        self._unconfirmed -= settled
-        if settled:
+            settled = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
+        messages = [self._unconfirmed.pop(tag) for tag in settled]
+        if isinstance(method, Basic.Nack) and time.monotonic() < self._recovering_until:
+            self._send_again_soon(messages)  # they keep their places in the window
+        elif isinstance(method, Basic.Nack):
             self._room.release(len(settled))
-        if isinstance(method, Basic.Nack):
             self._fail(f"RabbitMQ refused a message for {self.queue.name!r}")
         else:
+            self._room.release(len(settled))
             self._acked += len(settled)
             if self.on_confirmed is not None:
                 self.on_confirmed(self.confirmed)
         self._close_if_finished()
+
+    def _send_again_soon(self, messages: list[Message]) -> None:
+        if not self._said_refused:
+            print(
+                " [!] RabbitMQ refused messages while the cluster recovers (a quorum queue "
+                "electing its leader?); sending them again"
+            )
+            self._said_refused = True
+        if not self._refused:
+            self.ioloop.call_later(RESEND_DELAY, self._send_refused_again)
+        self._refused.extend(messages)
+
+    def _send_refused_again(self) -> None:
+        """Send the refused messages again, on a new channel: the old one may still be
+        routing to the queue's old leader."""
+        resend = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
+        self._unconfirmed.clear()
+        self._backlog[:0] = self._refused + resend
+        self._refused = []
+        old, self.channel = self.channel, None
+        if old is not None and self.connection is not None and self.connection.is_open:
+            with suppress(Exception):
+                old.close()
+            self.connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_returned(self, *_args: object) -> None:
         self._returned += 1
@@ -157,6 +236,7 @@ class _Pipeline:
     def _on_channel_closed(self, _channel: object, reason: BaseException) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
             self._fail(f"RabbitMQ closed the channel ({reason.reply_text})")
+            assert self.connection is not None
             self.connection.close()
 
     def _on_read_everything(self, failure: str | None) -> None:
@@ -173,14 +253,30 @@ class _Pipeline:
         self._close_if_finished()
 
     def _close_if_finished(self) -> None:
-        finished = self._all_read or self.failure is not None
-        if finished and not self._unconfirmed and self.connection.is_open:
-            self.connection.close()
+        nothing_left = not self._backlog and not self._refused
+        finished = (self._all_read and nothing_left) or self.failure is not None
+        connection = self.connection
+        if finished and not self._unconfirmed and connection is not None and connection.is_open:
+            connection.close()
 
     def _on_closed(self, _connection: object, reason: BaseException) -> None:
-        if not isinstance(reason, pika.exceptions.ConnectionClosedByClient):
-            self.failure = f"lost the connection to RabbitMQ ({type(reason).__name__})"
-        self.connection.ioloop.stop()
+        self.channel = None
+        if isinstance(reason, pika.exceptions.ConnectionClosedByClient):
+            self.ioloop.stop()
+            return
+        lost = f"lost the connection to RabbitMQ ({type(reason).__name__})"
+        if self.failure is None and len(self.nodes) > 1:
+            # What was sent and not confirmed may or may not have reached the queue: send it
+            # again to the next node, first thing (at-least-once).
+            resend = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
+            self._unconfirmed.clear()
+            self._backlog[:0] = resend
+            self._resent = len(resend)
+            print(f" [!] L{lost[1:]}; failing over to another node")
+            self._connect_to_next_node()
+            return
+        self.failure = self.failure or lost
+        self.ioloop.stop()
 
     # -- on the reader thread ---------------------------------------------------------
 
@@ -198,4 +294,4 @@ class _Pipeline:
 
     def _call_soon(self, function: Callable[..., None], *args: Any) -> None:
         with suppress(Exception):  # the loop has ended already, and reported why
-            self.connection.ioloop.add_callback_threadsafe(lambda: function(*args))
+            self.ioloop.add_callback_threadsafe(lambda: function(*args))

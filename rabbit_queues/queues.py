@@ -8,12 +8,22 @@ may start first), so both take the declaration from here and can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 
 from rabbit_queues.connection import BrokerError
+
+QueueType = Literal["classic", "quorum"]
+QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
+# A quorum queue counts how often it has handed out a message that came back unacknowledged
+# (its worker died, or closed its channel). Past this limit it dead-letters the message: the
+# last line of defence against a task that kills every worker that takes it.
+DELIVERY_LIMIT = 5
+# Dead-lettering by a quorum queue itself (expired, or over the delivery limit) is at-most-once
+# unless asked for at-least-once, which RabbitMQ allows only with overflow 'reject-publish'.
+QUORUM_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,27 @@ class QueueSpec:
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_quorum(self) -> bool:
+        return self.arguments.get("x-queue-type") == "quorum"
+
+    def of_type(self, queue_type: QueueType) -> QueueSpec:
+        """This queue as a classic queue (one node holds it) or a quorum queue (replicated
+        over the cluster's nodes, with a delivery limit); its .retry and .dlq follow."""
+        if queue_type == "classic":
+            return self
+        return QueueSpec(
+            self.name,
+            {
+                **self.arguments,
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "",  # over the limit: to <name>.dlq
+                "x-dead-letter-routing-key": dead_letter_queue(self).name,
+                **QUORUM_DEAD_LETTERING,
+            },
+        )
 
     def declare(self, channel: BlockingChannel) -> None:
         """Create the queue if it does not exist yet; explain a clash in one line.
@@ -37,13 +68,14 @@ class QueueSpec:
                 raise
             raise BrokerError(
                 f"queue {self.name!r} already exists with other properties ({error.reply_text}); "
-                f"delete it and run again: rabbitmqctl delete_queue {self.name}"
+                "its type and arguments cannot change (another --queue-type?): delete it and run "
+                f"again: rabbitmqctl delete_queue {self.name}"
             ) from None
 
 
 def dead_letter_queue(queue: QueueSpec) -> QueueSpec:
     """Where a worker parks the messages of ``queue`` it could not process."""
-    return QueueSpec(f"{queue.name}.dlq")
+    return QueueSpec(f"{queue.name}.dlq", {"x-queue-type": "quorum"} if queue.is_quorum else {})
 
 
 def retry_queue(queue: QueueSpec) -> QueueSpec:
@@ -53,10 +85,10 @@ def retry_queue(queue: QueueSpec) -> QueueSpec:
     out, RabbitMQ dead-letters the message through the default exchange ("") back to
     ``queue``. So the wait costs no worker anything: nothing is held unacknowledged.
     """
-    return QueueSpec(
-        f"{queue.name}.retry",
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue.name},
-    )
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue.name}
+    if queue.is_quorum:
+        arguments |= {"x-queue-type": "quorum", **QUORUM_DEAD_LETTERING}
+    return QueueSpec(f"{queue.name}.retry", arguments)
 
 
 HELLO = QueueSpec("hello")  # lesson 1: durable queue, but transient messages and auto-ack

@@ -13,7 +13,15 @@ import math
 import shlex
 import sys
 
-from rabbit_queues import TASKS, Broker, broker_url, run_script, script_parser, send_lines
+from rabbit_queues import (
+    TASKS,
+    Broker,
+    add_queue_type_option,
+    broker_url,
+    run_script,
+    script_parser,
+    send_lines,
+)
 from rabbit_queues.task_messages import MAX_CHAIN_STEPS, Step, Task
 
 
@@ -85,7 +93,9 @@ def read_line(line: str) -> tuple[bytes, dict[str, str]]:
 def main() -> None:
     parser = script_parser(__doc__)
     add_task_arguments(parser)
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    tasks = TASKS.of_type(args.queue_type)
     if args.type == "-" and (args.args or args.then):
         parser.error("- reads the tasks from standard input and takes no arguments")
     try:
@@ -94,14 +104,14 @@ def main() -> None:
         parser.error(str(error))  # before connecting: nothing is sent
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(TASKS)
+        broker.declare(tasks)
 
         if task is None:
-            send_lines(broker, TASKS, sys.stdin, read_line, persistent=True, noun="tasks")
+            send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
         else:
             # Persistent and confirmed, as in lesson 2. The id travels in the body and as
             # the message_id property; the worker sends the result back under that id.
-            broker.publish(TASKS, task.encode(), persistent=True, **properties(task))
+            broker.publish(tasks, task.encode(), persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
 
 

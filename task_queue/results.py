@@ -9,6 +9,7 @@ from rabbit_queues import (
     RESULTS,
     Broker,
     Delivery,
+    add_queue_type_option,
     add_worker_options,
     broker_url,
     label_output,
@@ -21,6 +22,7 @@ from rabbit_queues.task_messages import Result
 def main() -> None:
     parser = script_parser(__doc__)
     add_worker_options(parser)  # --burst, --name, --verbose
+    add_queue_type_option(parser)
     parser.add_argument("--steps", action="store_true", help="show every step of a chain")
     args = parser.parse_args()
     label_output(args.name, timestamps=args.verbose)
@@ -32,8 +34,9 @@ def main() -> None:
         delivery.ack()
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(RESULTS)
-        broker.consume(RESULTS, on_result, prefetch_count=1)
+        results = RESULTS.of_type(args.queue_type)
+        broker.declare(results)
+        broker.consume(results, on_result, prefetch_count=1)
         print(" [*] Waiting for results. To exit press CTRL+C")
         broker.run(until_empty=args.burst)
 

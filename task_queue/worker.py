@@ -14,6 +14,7 @@ from rabbit_queues import (
     TASKS,
     Broker,
     Delivery,
+    add_queue_type_option,
     add_worker_options,
     broker_url,
     label_output,
@@ -26,15 +27,17 @@ from rabbit_queues.task_messages import BadTask, Result, Task, result_message
 def main() -> None:
     parser = script_parser(__doc__)
     add_worker_options(parser)  # --burst, --name, --verbose
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    tasks, results = TASKS.of_type(args.queue_type), RESULTS.of_type(args.queue_type)
     label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(TASKS, RESULTS)
+        broker.declare(tasks, results)
 
         def send_result(task_id: str | None, result: bytes) -> None:
             broker.publish(
-                RESULTS,
+                results,
                 result,
                 persistent=True,
                 correlation_id=task_id,  # results.py matches a result to its task by this
@@ -70,7 +73,7 @@ def main() -> None:
             next_step = task.next_step(value)
             if next_step is not None:
                 broker.publish(
-                    TASKS,
+                    tasks,
                     next_step.encode(),
                     persistent=True,
                     message_id=next_step.id,
@@ -80,7 +83,7 @@ def main() -> None:
             print(f" [x] Done: {Result.decode(result).outcome}")
             delivery.ack()
 
-        broker.consume(TASKS, on_task, prefetch_count=1)  # one task at a time, as in lesson 2
+        broker.consume(tasks, on_task, prefetch_count=1)  # one task at a time, as in lesson 2
         print(" [*] Waiting for messages. To exit press CTRL+C")
         broker.run(until_empty=args.burst)
 

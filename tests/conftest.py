@@ -222,9 +222,11 @@ class Scripts:
         self.env.pop("PYTHONUNBUFFERED", None)  # the scripts must flush lines on their own
         self._running: list[RunningScript] = []
 
-    def start(self, command: str, *, stdin: bool = False) -> RunningScript:
+    def start(
+        self, command: str, *, stdin: bool = False, env: dict[str, str] | None = None
+    ) -> RunningScript:
         """Start a long-running command (no shell), e.g. 'python work_queue/worker.py'."""
-        script = RunningScript(command, self.env, stdin=stdin)
+        script = RunningScript(command, {**self.env, **(env or {})}, stdin=stdin)
         self._running.append(script)
         return script
 

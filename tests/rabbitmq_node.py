@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -108,6 +109,15 @@ class LocalNode:
             start_new_session=True,  # its own process group, to clean up after it
         )
         output.close()
+        self.wait_for_amqp()
+
+    @property
+    def is_running(self) -> bool:
+        return self._process is not None
+
+    def wait_for_amqp(self) -> None:
+        """Return once the node accepts AMQP connections (not merely once it runs)."""
+        assert self._process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -118,6 +128,48 @@ class LocalNode:
         raise RuntimeError(
             f"rabbitmq-server did not start in {START_TIMEOUT} s\n{self.output_tail()}"
         )
+
+    def rabbitmqctl(self, *arguments: str) -> str:
+        """Run `rabbitmqctl` against this node; its output, or RuntimeError if it fails."""
+        done = subprocess.run(
+            ["rabbitmqctl", "-n", self.name, *arguments],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(arguments)}: {done.stderr or done.stdout}")
+        return done.stdout
+
+    def kill(self) -> None:
+        """Kill the node at once (SIGKILL), as a crash or a pulled plug would."""
+        if self._process is None:
+            return
+        self._kill_everything()
+        self._process.wait(timeout=30)
+        self._process = None
+
+    def _kill_everything(self) -> None:
+        """SIGKILL every process of this node. The wrapper's `su` starts the Erlang VM in a
+        session of its own, so killing the wrapper's group is not enough: find them by the
+        RABBITMQ_NODENAME in their environment (epmd, shared by every node, is spared)."""
+        assert self._process is not None
+        marker = f"RABBITMQ_NODENAME={self.name}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                environment = (proc / "environ").read_bytes().split(b"\0")
+                command = (proc / "comm").read_text().strip()
+            except OSError:  # gone already, or not ours to read
+                continue
+            if marker in environment and command != "epmd":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop the node gracefully (as `rabbitmqctl stop` does); kill what is left."""
@@ -132,9 +184,8 @@ class LocalNode:
         )
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=30)
-        if self._process.poll() is None or self._group_alive():
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=30)
+        self._kill_everything()  # whatever `rabbitmqctl stop` left behind
+        self._process.wait(timeout=30)
         self._process = None
 
     def restart(self) -> None:
@@ -143,7 +194,9 @@ class LocalNode:
         self.start()
 
     def remove(self) -> None:
-        self.stop()
+        """Kill the node (nothing of it is kept, so it need not stop gracefully) and delete
+        its directory."""
+        self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def output_tail(self, lines: int = 30) -> str:
@@ -155,14 +208,6 @@ class LocalNode:
         try:
             pika.BlockingConnection(pika.URLParameters(self.url)).close()
         except (pika.exceptions.AMQPError, OSError):
-            return False
-        return True
-
-    def _group_alive(self) -> bool:
-        assert self._process is not None
-        try:
-            os.killpg(self._process.pid, 0)
-        except ProcessLookupError:
             return False
         return True
 
@@ -199,3 +244,54 @@ class LocalNode:
         self.directory.chmod(0o755)
         for path in [self.directory, *self.directory.rglob("*")]:
             os.chown(path, user.pw_uid, user.pw_gid)
+
+
+class LocalCluster:
+    """Three throwaway nodes joined into one cluster with `rabbitmqctl join_cluster`.
+
+    They share the `rabbitmq` user's Erlang cookie (Debian's wrapper runs every node as that
+    user), which is what lets them talk to each other.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [LocalNode() for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        """Every node, as AMQP_URL lists a cluster's nodes."""
+        return ",".join(node.url for node in self.nodes)
+
+    def url_from(self, first: LocalNode) -> str:
+        """Every node, ``first`` first: a client that starts on that node."""
+        index = self.nodes.index(first)
+        return ",".join(node.url for node in self.nodes[index:] + self.nodes[:index])
+
+    def start(self) -> None:
+        """Start the nodes side by side, then join the others to the first."""
+        errors: list[BaseException] = []
+
+        def start(node: LocalNode) -> None:
+            try:
+                node.start()
+            except BaseException as error:  # reported below, from the test's thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            for command in (["stop_app"], ["join_cluster", first.name], ["start_app"]):
+                node.rabbitmqctl(*command)
+            node.wait_for_amqp()
+
+    def node_named(self, name: str) -> LocalNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def remove(self) -> None:
+        for node in self.nodes:
+            node.remove()

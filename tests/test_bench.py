@@ -1,6 +1,7 @@
 """The benchmark runs from one command and reports every row (no speed is asserted here)."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,8 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
             "20",
             "--repeats",
             "1",
+            "--drain-budget",
+            "5",  # a stalled peer is rated after 5 s, not 30
             "--url",
             broker.url,
             "--out",
@@ -59,3 +62,29 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
         assert row in table
     assert "N = 20 no-op tasks per measurement, median of 1 run(s)" in table
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(120)
+def test_the_quorum_benchmark_compares_both_queue_types(broker, probe):
+    ran = subprocess.run(
+        [sys.executable, "-m", "bench.quorum", "--n", "20", "--repeats", "1", "--url", broker.url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    rows = [line for line in ran.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == (
+        "| measure | classic, msg/s | quorum, msg/s | quorum / classic | quorum adds per task |"
+    )
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| enqueue, pipelined confirms",
+        "| drain, one worker, prefetch 1",
+    ]
+    for row in rows[2:]:
+        assert re.fullmatch(r"\| .+ \| [\d,]+ \| [\d,]+ \| [\d.]+x \| [+-][\d,]+ µs \|", row), row
+    for queue in ("bench.classic", "bench.quorum", "bench.quorum.dlq"):
+        assert probe.depth(queue) is None  # deleted afterwards

@@ -20,12 +20,35 @@ NOT_RUN_BY_TESTS = {
     "DEMO_LESSON=task_queue docker compose --profile demo up": (
         "needs a Docker engine; test_demo.py runs the same `python demo.py task_queue`"
     ),
+    "docker compose --profile cluster up -d": (
+        "needs a Docker engine; test_cluster.py starts three local nodes and joins them"
+    ),
+    "docker compose exec rabbitmq-1 rabbitmqctl cluster_status": "needs a Docker engine",
+    "export AMQP_URL=amqp://guest:guest@localhost:5673/%2F,amqp://guest:guest@localhost:5674/%2F,"
+    "amqp://guest:guest@localhost:5675/%2F": (
+        "the compose cluster's ports; test_cluster.py lists its three local nodes the same way"
+    ),
+    "export QUEUE_TYPE=quorum": "test_cluster.py sets QUEUE_TYPE=quorum for every script",
+    "AMQP_URL=amqp://guest:guest@localhost:5674/%2F,amqp://guest:guest@localhost:5675/%2F,"
+    "amqp://guest:guest@localhost:5673/%2F python task_queue/worker.py": (
+        "the compose cluster's ports; test_cluster.py starts its second worker on another node "
+        "the same way"
+    ),
+    "docker compose exec rabbitmq-1 rabbitmqctl list_queues name type leader members": (
+        "needs a Docker engine; test_cluster.py asks its local nodes the same"
+    ),
+    "docker compose stop rabbitmq-2": (
+        "needs a Docker engine; test_cluster.py kills its leader node mid-run"
+    ),
     "python -m venv .venv": "the learner's own setup; CI installs into its environment",
     ". .venv/bin/activate": "the learner's own setup; CI installs into its environment",
     "pip install -r requirements.txt": "run by .ci/run (checked below)",
     "python -m pytest": "the test command itself, run by .ci/run (checked below)",
     "pip install -r requirements-bench.txt": "run by .ci/run (checked below)",
     "python -m bench.run": (
+        "test_bench.py runs it with --n 20 --repeats 1 (the full run takes minutes)"
+    ),
+    "python -m bench.quorum": (
         "test_bench.py runs it with --n 20 --repeats 1 (the full run takes minutes)"
     ),
     "python work_queue/worker.py --url 'amqp://guest:guest@localhost:5672/%2F?heartbeat=2'": (

@@ -134,7 +134,8 @@ def test_a_queue_declared_differently_gets_a_one_line_fix(scripts, probe):
         "properties (PRECONDITION_FAILED - inequivalent arg "
     )
     assert worker.stderr.endswith(
-        "; delete it and run again: rabbitmqctl delete_queue task_queue\n"
+        "; its type and arguments cannot change (another --queue-type?): delete it and run "
+        "again: rabbitmqctl delete_queue task_queue\n"
     )
     assert len(worker.stderr.splitlines()) == 1
 

@@ -10,14 +10,35 @@ from rabbit_queues import (
     TASK_QUEUE,
     TASKS,
     Broker,
+    add_queue_type_option,
     broker_url,
     dead_letter_queue,
     run_script,
     script_parser,
 )
-from rabbit_queues.delivery import ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER
+from rabbit_queues.delivery import (
+    ATTEMPTS_HEADER,
+    BROKER_DEATH_HEADERS,
+    ORIGINAL_QUEUE_HEADER,
+    REASON_HEADER,
+)
+from rabbit_queues.queues import DELIVERY_LIMIT
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS)}
+FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)
+
+
+def why(headers: dict[str, object]) -> str:
+    """The reason a worker wrote, or the one a quorum queue gives for its own dead letters."""
+    if REASON_HEADER in headers:
+        return f"{headers[REASON_HEADER]} ({headers.get(ATTEMPTS_HEADER, 1)} attempts)"
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and deaths[0].get("reason") == "delivery_limit":
+        return (
+            f"delivered more than {DELIVERY_LIMIT} times and never acknowledged (the queue's "
+            "x-delivery-limit): did it kill each worker that took it?"
+        )
+    return "?"
 
 
 def main() -> None:
@@ -26,8 +47,9 @@ def main() -> None:
     parser.add_argument(
         "--requeue", action="store_true", help="move every dead letter back to its queue"
     )
+    add_queue_type_option(parser)
     args = parser.parse_args()
-    queue = QUEUES[args.queue]
+    queue = QUEUES[args.queue].of_type(args.queue_type)
     dead_letters = dead_letter_queue(queue)
 
     with Broker.connect(broker_url(args.url)) as broker:
@@ -42,13 +64,11 @@ def main() -> None:
             count += 1
             headers = dict(properties.headers or {})
             text = body.decode(errors="replace")
-            print(
-                f" [x] {count}: {text[:60]!r} failed: {headers.get(REASON_HEADER, '?')} "
-                f"({headers.get(ATTEMPTS_HEADER, 1)} attempts)"
-            )
+            print(f" [x] {count}: {text[:60]!r} failed: {why(headers)}")
             if args.requeue:
-                for name in (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER):
-                    headers.pop(name, None)  # a fresh start: attempt 1 again
+                # A fresh start: attempt 1 again, and no trace of the broker's dead-lettering.
+                stale = (*FAILURE_HEADERS, *BROKER_DEATH_HEADERS, "x-delivery-count")
+                headers = {k: v for k, v in headers.items() if not k.startswith(stale)}
                 broker.publish(
                     queue,
                     body,

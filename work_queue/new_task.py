@@ -11,6 +11,7 @@ import sys
 from rabbit_queues import (
     TASK_QUEUE,
     Broker,
+    add_queue_type_option,
     broker_url,
     plain_text,
     run_script,
@@ -22,19 +23,21 @@ from rabbit_queues import (
 def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument("words", nargs="*", help="the task (default: Hello World!), or -")
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    task_queue = TASK_QUEUE.of_type(args.queue_type)
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(TASK_QUEUE)  # durable: the queue survives a broker restart
+        broker.declare(task_queue)  # durable: the queue survives a broker restart
         if args.words == ["-"]:
             # Many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
-            send_lines(broker, TASK_QUEUE, sys.stdin, plain_text, persistent=True, noun="tasks")
+            send_lines(broker, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
             return
         task = " ".join(args.words) or "Hello World!"
         # Persistent: written to disk, so the task survives a broker restart too.
         # publish() returns once the broker has confirmed it (publisher confirms):
         # after " [x] Sent", the task is RabbitMQ's responsibility.
-        broker.publish(TASK_QUEUE, task, persistent=True)
+        broker.publish(task_queue, task, persistent=True)
         print(f" [x] Sent '{task}'")
 
 

@@ -12,6 +12,7 @@ from rabbit_queues import (
     TASK_QUEUE,
     Broker,
     Delivery,
+    add_queue_type_option,
     add_worker_options,
     broker_url,
     label_output,
@@ -47,15 +48,17 @@ def on_message(delivery: Delivery) -> None:
 def main() -> None:
     parser = script_parser(__doc__)
     add_worker_options(parser)  # --burst, --name, --verbose
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    task_queue = TASK_QUEUE.of_type(args.queue_type)
     label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(TASK_QUEUE)
+        broker.declare(task_queue)
         # prefetch_count=1 (fair dispatch): send this worker a new task only once it has
         # acked the last one. Without it, tasks are dealt round-robin as they arrive, and a
         # worker busy with a long task sits on a backlog that idle workers could be doing.
-        broker.consume(TASK_QUEUE, on_message, prefetch_count=1)
+        broker.consume(task_queue, on_message, prefetch_count=1)
         print(" [*] Waiting for messages. To exit press CTRL+C")
         broker.run(until_empty=args.burst)
 

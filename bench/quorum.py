@@ -1,0 +1,77 @@
+"""What a quorum queue costs per task against a classic one, side by side in one run.
+
+  python -m bench.quorum                         on AMQP_URL's broker (one node)
+  python -m bench.quorum --url amqp://...        a node of a cluster: the quorum queue is
+                                                 replicated over all its nodes
+
+For each queue type: N no-op tasks enqueued with this project's pipelined confirms
+(`new_task.py -`), then drained by one worker at prefetch 1 (this project's worker). It prints
+medians, their ratio, and what the quorum queue adds to each task in microseconds. Its queues
+(bench.classic, bench.quorum, with their .retry and .dlq) are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+from bench.run import Probe, drain, enqueue_project, timed
+from rabbit_queues import QueueSpec, broker_url
+from rabbit_queues.queues import QueueType
+
+QUEUES: dict[QueueType, QueueSpec] = {
+    "classic": QueueSpec("bench.classic"),
+    "quorum": QueueSpec("bench.quorum"),
+}
+ALL_QUEUES = [f"{q.name}{suffix}" for q in QUEUES.values() for suffix in ("", ".retry", ".dlq")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--url", help="a broker node (default: AMQP_URL, else the local default)")
+    parser.add_argument("--n", type=int, default=20_000, help="no-op tasks per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    url = broker_url(args.url)
+    os.environ["BENCH_DRAIN_BUDGET"] = "120"  # drain() reads it; these drains always finish
+
+    samples: dict[str, list[float]] = {}
+    with Probe(url) as probe:
+        try:
+            for repeat in range(1, args.repeats + 1):
+                print(f" [*] Run {repeat} of {args.repeats} (N={args.n})", file=sys.stderr)
+                for queue_type, spec in QUEUES.items():
+                    probe.delete(ALL_QUEUES)
+                    queue = spec.of_type(queue_type)
+                    enqueue = args.n / timed(lambda q=queue: enqueue_project(url, args.n, q))
+                    command = [sys.executable, "-m", "bench.project_worker", "--url", url]
+                    command += ["--queue", spec.name, "--queue-type", queue_type]
+                    rate, _ = drain(probe, spec.name, args.n, command)
+                    for name, value in (
+                        (f"enqueue.{queue_type}", enqueue),
+                        (f"drain.{queue_type}", rate),
+                    ):
+                        samples.setdefault(name, []).append(value)
+                        print(f"     {name}: {value:,.0f} msg/s", file=sys.stderr)
+        finally:
+            probe.delete(ALL_QUEUES)
+    m = {name: statistics.median(values) for name, values in samples.items()}
+    print("| measure | classic, msg/s | quorum, msg/s | quorum / classic | quorum adds per task |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for measure, key in (
+        ("enqueue, pipelined confirms", "enqueue"),
+        ("drain, one worker, prefetch 1", "drain"),
+    ):
+        classic, quorum = m[f"{key}.classic"], m[f"{key}.quorum"]
+        added = 1e6 / quorum - 1e6 / classic
+        ratio = quorum / classic
+        print(f"| {measure} | {classic:,.0f} | {quorum:,.0f} | {ratio:.2f}x | {added:+,.0f} µs |")
+    print(f"\nN = {args.n:,} no-op tasks per measurement, median of {args.repeats} run(s).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The same scripts on a three-node cluster: a quorum 'tasks' queue, workers on different
+nodes, and the node holding the queue's leader killed mid-run. Nothing may be lost, and the
+worker that was on that node must fail over and carry on.
+
+The cluster is three throwaway local `rabbitmq-server` nodes joined with `rabbitmqctl
+join_cluster` (no Docker needed), removed afterwards.
+"""
+
+import contextlib
+import json
+import re
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BrokerUnderTest, Probe, Scripts, eventually
+from rabbitmq_node import LocalCluster, LocalNode
+from script_runner import RunningScript
+
+TASKS = 1000
+RESULT = re.compile(r"^ \[x\] Task (\S+): sleep\(0.01\) = 0.01$")
+
+
+@pytest.fixture(scope="module")
+def started_cluster() -> Iterator[LocalCluster]:
+    if shutil.which("rabbitmq-server") is None:
+        pytest.fail("the cluster tests need rabbitmq-server (apt-get install rabbitmq-server)")
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def cluster(started_cluster: LocalCluster) -> LocalCluster:
+    """The cluster with its three nodes up and no lesson queue: a node an earlier test killed
+    is started again (it rejoins the cluster by itself)."""
+    for node in started_cluster.nodes:
+        if not node.is_running:
+            node.start()
+    probe = Probe(started_cluster.nodes[0].url)
+    probe.delete_lesson_queues()
+    probe.close()
+    return started_cluster
+
+
+def leader_of(queue: str, cluster: LocalCluster, ask: LocalNode) -> LocalNode:
+    listed = json.loads(ask.rabbitmqctl("list_queues", "name", "leader", "--formatter", "json"))
+    return cluster.node_named(next(q["leader"] for q in listed if q["name"] == queue))
+
+
+def start_on(scripts: Scripts, command: str, url: str) -> RunningScript:
+    """Start a script whose AMQP_URL lists the cluster's nodes, ``url``'s first."""
+    script = scripts.start(command, env={"AMQP_URL": url})
+    script.wait_for(r"\[\*\] Waiting for")
+    return script
+
+
+@pytest.mark.timeout(240)
+def test_a_quorum_queue_loses_no_task_when_its_leader_node_dies(cluster, tmp_path):
+    scripts = Scripts(BrokerUnderTest(url=cluster.url, kind="local cluster"), tmp_path)
+    scripts.env["QUEUE_TYPE"] = "quorum"
+    try:
+        sent = scripts.run(
+            'for i in $(seq 1000); do echo "sleep 0.01"; done | python task_queue/new_task.py -'
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith(f" [x] Sent {TASKS} tasks in ")
+
+        leader = leader_of("tasks", cluster, ask=cluster.nodes[1])
+        elsewhere, third = [node for node in cluster.nodes if node is not leader]
+        on_leader = start_on(scripts, "python task_queue/worker.py", cluster.url_from(leader))
+        on_other = start_on(scripts, "python task_queue/worker.py", cluster.url_from(elsewhere))
+        results = start_on(scripts, "python task_queue/results.py", cluster.url_from(third))
+
+        results.wait_for(RESULT.pattern, count=200, timeout=60)
+        leader.kill()  # mid-run: 200 results in, most of the tasks still to do
+        assert len(done(results)) < TASKS
+
+        on_leader.wait_for(r"^ \[\*\] Failed over to amqp://guest:\*\*\*@127\.0\.0\.1:\d+/%2F")
+        results.wait_for_count(RESULT.pattern, TASKS, timeout=120)
+        assert len(done(results)) == TASKS, f"{len(done(results))} of {TASKS} tasks done"
+        # The worker that lost its node did tasks on the next one.
+        after_failover = on_leader.output.split("Failed over to", 1)[1]
+        assert " [x] Done: sleep(0.01) = 0.01" in after_failover
+        assert "Done:" in on_other.output
+
+        for script in (on_leader, on_other, results):
+            script.signal(signal.SIGTERM)
+            assert script.wait() == 0, script.output
+            assert "Traceback" not in script.output
+        print("\n".join(line for line in on_leader.lines if "] Received" not in line))
+        probe = Probe(cluster.url_from(elsewhere).split(",")[0])
+        try:
+            for queue in ("tasks", "tasks.retry", "tasks.dlq", "results"):
+                assert probe.depth(queue) == 0, queue
+        finally:
+            probe.close()
+    finally:
+        scripts.stop_all()
+
+
+def done(results: RunningScript) -> set[str]:
+    """The ids of the tasks with a result (a task may have two: at-least-once)."""
+    return {RESULT.match(line).group(1) for line in results.matching(RESULT.pattern)}
+
+
+@pytest.mark.timeout(180)
+def test_a_producer_whose_node_dies_fails_over_and_every_task_is_confirmed(cluster, tmp_path):
+    scripts = Scripts(BrokerUnderTest(url=cluster.url, kind="local cluster"), tmp_path)
+    scripts.env["QUEUE_TYPE"] = "quorum"
+    first, second, _ = cluster.nodes
+    count = 20_000
+    tasks_file = tmp_path / "tasks.txt"
+    tasks_file.write_text("".join(f"add {number} 0\n" for number in range(count)))
+    producer = scripts.start("python task_queue/new_task.py -", stdin=True)
+    probe = Probe(second.url)
+    try:
+        # Feed the tasks as a pipe would; kill the producer's node once a few thousand are in.
+        feeder = threading.Thread(target=feed, args=(producer, tasks_file), daemon=True)
+        feeder.start()
+        eventually(lambda: (probe.depth("tasks") or 0) >= 3000, timeout=60)
+        first.kill()
+        assert producer.wait(timeout=120) == 0, producer.output
+        lines = producer.lines
+        lost = " [!] Lost the connection to RabbitMQ (StreamLostError); failing over to another"
+        assert lines[0] == lost + " node", producer.output
+        failed_over = r" \[\*\] Failed over to amqp://guest:\*\*\*@127\.0\.0\.1:\d+/%2F; "
+        assert re.fullmatch(failed_over + r"sending the \d+ unconfirmed again", lines[1]), lines
+        sent = rf" \[x\] Sent {count} tasks in [\d.]+ s, each confirmed by the broker"
+        assert re.fullmatch(sent, lines[-1]), lines
+        # While the queue elects a new leader, RabbitMQ may refuse some, or drop the new
+        # connection: they are sent again, and it fails over again.
+        recovering = (
+            " [!] RabbitMQ refused messages while the cluster recovers (a quorum queue ",
+            lost,
+            " [*] Failed over to ",
+        )
+        assert all(line.startswith(recovering) for line in lines[2:-1]), lines
+        # Every task is in the queue; those unconfirmed when a node died, maybe twice.
+        assert count <= probe.depth("tasks") <= count + 5000, producer.output
+    finally:
+        probe.close()
+        scripts.stop_all()
+
+
+def feed(producer: RunningScript, tasks_file: Path) -> None:
+    """Type the tasks into the producer's stdin; if it dies, its exit code tells the test."""
+    with open(tasks_file) as tasks, contextlib.suppress(BrokenPipeError):
+        for line in tasks:
+            producer.write(line)
+        producer.close_stdin()
