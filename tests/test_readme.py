@@ -29,6 +29,9 @@ NOT_RUN_BY_TESTS = {
         "the compose cluster's ports; test_cluster.py lists its three local nodes the same way"
     ),
     "export QUEUE_TYPE=quorum": "test_cluster.py sets QUEUE_TYPE=quorum for every script",
+    "export MANAGEMENT_URL=http://localhost:15673/": (
+        "the compose cluster's port; test_queues_script.py sets MANAGEMENT_URL the same way"
+    ),
     "AMQP_URL=amqp://guest:guest@localhost:5674/%2F,amqp://guest:guest@localhost:5675/%2F,"
     "amqp://guest:guest@localhost:5673/%2F python task_queue/worker.py": (
         "the compose cluster's ports; test_cluster.py starts its second worker on another node "
