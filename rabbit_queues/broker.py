@@ -25,7 +25,13 @@ import pika
 import pika.exceptions
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.connection import BrokerError, ConnectionLost, connect_to_a_node, redact_url
+from rabbit_queues.connection import (
+    BrokerError,
+    ConnectionLost,
+    connect_to_a_node,
+    redact_url,
+    without_advice,
+)
 from rabbit_queues.delivery import Delivery
 from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
@@ -392,7 +398,7 @@ class Broker:
                     spec.declare(self.channel)
                 self._subscribe()
             except (BrokerError, pika.exceptions.AMQPError) as failure:
-                print(f" [!] Reconnect attempt {attempt} failed: {_first_clause(failure)}")
+                print(f" [!] Reconnect attempt {attempt} failed: {without_advice(failure)}")
                 self._disconnect()
                 continue
             assert self.node_url is not None
@@ -422,8 +428,3 @@ class Broker:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous = signal.signal(signum, request_stop)
             self._previous_signal_handlers.setdefault(signum, previous)
-
-
-def _first_clause(error: BaseException) -> str:
-    """'cannot reach RabbitMQ at host:5672 (connection refused)' without the advice."""
-    return str(error).split(": start the broker")[0] or type(error).__name__

@@ -97,8 +97,13 @@ def connect_to_a_node(url: str, after: str | None = None) -> tuple[pika.Blocking
             if isinstance(error, REFUSALS) or len(nodes) == 1:
                 raise failure from None
             failures.append(failure)
-    reasons = "; ".join(str(failure).split(": start the broker")[0] for failure in failures)
+    reasons = "; ".join(without_advice(failure) for failure in failures)
     raise BrokerError(f"no node of the cluster answers ({reasons}); {URL_HINT}")
+
+
+def without_advice(error: BaseException) -> str:
+    """'cannot reach RabbitMQ at host:5672 (connection refused)', without what to do about it."""
+    return str(error).split(": start the broker")[0] or type(error).__name__
 
 
 def explain_connection_error(
