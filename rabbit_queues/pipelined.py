@@ -27,6 +27,7 @@ from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
 from rabbit_queues.connection import (
+    REFUSALS,
     BrokerError,
     explain_connection_error,
     node_urls,
@@ -137,7 +138,7 @@ class _Pipeline:
         )
 
     def _on_open_error(self, _connection: object, error: BaseException) -> None:
-        if self._nodes_left > 0 and not isinstance(error, pika.exceptions.AuthenticationError):
+        if self._nodes_left > 0 and not isinstance(error, REFUSALS):  # as connect_to_a_node
             self._connect_to_next_node()
             return
         self.failure = self.failure or str(explain_connection_error(self.parameters, error))
@@ -219,15 +220,20 @@ class _Pipeline:
     def _send_refused_again(self) -> None:
         """Send the refused messages again, on a new channel: the old one may still be
         routing to the queue's old leader."""
-        resend = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
-        self._unconfirmed.clear()
-        self._backlog[:0] = self._refused + resend
+        self._backlog[:0] = self._refused + self._take_back_unconfirmed()
         self._refused = []
         old, self.channel = self.channel, None
         if old is not None and self.connection is not None and self.connection.is_open:
             with suppress(Exception):
                 old.close()
             self.connection.channel(on_open_callback=self._on_channel_open)
+
+    def _take_back_unconfirmed(self) -> list[Message]:
+        """The messages sent on the current channel and not confirmed, in the order sent;
+        they are no longer waited for there (their places in the window stay taken)."""
+        messages = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
+        self._unconfirmed.clear()
+        return messages
 
     def _on_returned(self, *_args: object) -> None:
         self._returned += 1
@@ -268,8 +274,7 @@ class _Pipeline:
         if self.failure is None and len(self.nodes) > 1:
             # What was sent and not confirmed may or may not have reached the queue: send it
             # again to the next node, first thing (at-least-once).
-            resend = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
-            self._unconfirmed.clear()
+            resend = self._take_back_unconfirmed()
             self._backlog[:0] = resend
             self._resent = len(resend)
             print(f" [!] L{lost[1:]}; failing over to another node")
