@@ -65,23 +65,16 @@ class Lesson:
         return f"{type_}({', '.join(arguments)})"
 
 
+# Lessons 1 and 2 take the same text tasks: each '.' a second of work, every fourth one long.
 TEXT_TASKS = [f"Task {n} {'....' if n % 4 == 3 else '.'}" for n in range(1, 13)]
+TEXT_RECEIVED = re.compile(r"^ \[x\] Received '(.*)'$")
+LONG_TEXT_TASK = re.compile(r"\.{4}")
 LESSONS = {
     "hello_world": Lesson(
-        "hello_world",
-        HELLO,
-        TEXT_TASKS,
-        re.compile(r"^ \[x\] Received '(.*)'$"),
-        re.compile(r"\.{4}"),
-        acks=False,
+        "hello_world", HELLO, TEXT_TASKS, TEXT_RECEIVED, LONG_TEXT_TASK, acks=False
     ),
     "work_queue": Lesson(
-        "work_queue",
-        TASK_QUEUE,
-        TEXT_TASKS,
-        re.compile(r"^ \[x\] Received '(.*)'$"),
-        re.compile(r"\.{4}"),
-        acks=True,
+        "work_queue", TASK_QUEUE, TEXT_TASKS, TEXT_RECEIVED, LONG_TEXT_TASK, acks=True
     ),
     "task_queue": Lesson(
         "task_queue",

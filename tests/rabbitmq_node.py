@@ -129,14 +129,14 @@ class LocalNode:
             f"rabbitmq-server did not start in {START_TIMEOUT} s\n{self.output_tail()}"
         )
 
-    def rabbitmqctl(self, *arguments: str) -> str:
+    def rabbitmqctl(self, *arguments: str, timeout: float = 120) -> str:
         """Run `rabbitmqctl` against this node; its output, or RuntimeError if it fails."""
         done = subprocess.run(
             ["rabbitmqctl", "-n", self.name, *arguments],
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         if done.returncode != 0:
@@ -175,13 +175,8 @@ class LocalNode:
         """Stop the node gracefully (as `rabbitmqctl stop` does); kill what is left."""
         if self._process is None:
             return
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.name, "stop"],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        with contextlib.suppress(RuntimeError):  # it may be down already: killed below
+            self.rabbitmqctl("stop", timeout=60)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=30)
         self._kill_everything()  # whatever `rabbitmqctl stop` left behind

@@ -95,7 +95,7 @@ def test_a_quorum_queue_loses_no_task_when_its_leader_node_dies(cluster, tmp_pat
             assert script.wait() == 0, script.output
             assert "Traceback" not in script.output
         print("\n".join(line for line in on_leader.lines if "] Received" not in line))
-        probe = Probe(cluster.url_from(elsewhere).split(",")[0])
+        probe = Probe(elsewhere.url)
         try:
             for queue in ("tasks", "tasks.retry", "tasks.dlq", "results"):
                 assert probe.depth(queue) == 0, queue
