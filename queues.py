@@ -66,7 +66,7 @@ def main() -> None:
                 figures = amqp.figures()
                 source = (
                     "from passive declares ('?': only the management API can tell)\n"
-                    f"(the management API at {api_url} did not answer: {why})"
+                    f"(the management API at {api_url} {why})"
                 )
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[2J", end="")  # clear the terminal, draw from the top

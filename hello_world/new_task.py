@@ -11,6 +11,7 @@ import sys
 from rabbit_queues import (
     HELLO,
     Broker,
+    add_queue_type_option,
     broker_url,
     plain_text,
     run_script,
@@ -22,17 +23,20 @@ from rabbit_queues import (
 def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument("words", nargs="*", help="the message (default: Hello World!), or -")
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    hello = HELLO.of_type(args.queue_type)
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(HELLO)  # both sides declare the queue: either may start first
-        # Transient (persistent=False): kept in memory only, so a broker restart loses the
-        # message. Lesson 2 (work_queue) makes messages persistent.
+        broker.declare(hello)  # both sides declare the queue: either may start first
+        # Transient (persistent=False): a classic queue keeps it in memory only, so a broker
+        # restart loses it. (A quorum queue writes every message to disk, whatever it asks.)
+        # Lesson 2 (work_queue) makes messages persistent.
         if args.words == ["-"]:
-            send_lines(broker, HELLO, sys.stdin, plain_text, persistent=False, noun="messages")
+            send_lines(broker, hello, sys.stdin, plain_text, persistent=False, noun="messages")
             return
         message = " ".join(args.words) or "Hello World!"
-        broker.publish(HELLO, message, persistent=False)
+        broker.publish(hello, message, persistent=False)
         print(f" [x] Sent '{message}'")
 
 

@@ -11,6 +11,7 @@ from rabbit_queues import (
     HELLO,
     Broker,
     Delivery,
+    add_queue_type_option,
     add_worker_options,
     broker_url,
     label_output,
@@ -29,14 +30,16 @@ def on_message(delivery: Delivery) -> None:
 def main() -> None:
     parser = script_parser(__doc__)
     add_worker_options(parser)  # --burst, --name, --verbose
+    add_queue_type_option(parser)
     args = parser.parse_args()
+    hello = HELLO.of_type(args.queue_type)
     label_output(args.name, timestamps=args.verbose)
 
     with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(HELLO)
+        broker.declare(hello)
         # auto_ack=True: "delivered" counts as "done". RabbitMQ pushes every waiting message
         # to the workers at once and forgets it; a worker that dies takes its share with it.
-        broker.consume(HELLO, on_message, auto_ack=True)
+        broker.consume(hello, on_message, auto_ack=True)
         print(" [*] Waiting for messages. To exit press CTRL+C")
         broker.run(until_empty=args.burst)
 

@@ -32,7 +32,7 @@ from rabbit_queues.connection import (
     redact_url,
     without_advice,
 )
-from rabbit_queues.delivery import Delivery
+from rabbit_queues.delivery import DELIVERY_LIMIT, Delivery
 from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
 IDLE_SECONDS = 0.2  # how often the consume loop looks at --burst and Ctrl+C when idle
@@ -44,6 +44,10 @@ CONNECTION_LOST = (
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.ChannelClosedByBroker,
     pika.exceptions.ChannelWrongStateError,
+)
+
+KILLS_WORKERS = (
+    f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it?"
 )
 
 Handler = Callable[[Delivery], None]
@@ -309,6 +313,10 @@ class Broker:
         assert self._subscription is not None
         try:
             try:
+                if delivery.kills_workers:
+                    outcome = delivery.dead_letter(KILLS_WORKERS)
+                    print(f" [!] {KILLS_WORKERS}; {outcome}")
+                    return
                 self._subscription.handler(delivery)
             except ConnectionLost:
                 raise

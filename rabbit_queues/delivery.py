@@ -14,13 +14,19 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 3  # a failing message is tried this many times, then dead-lettered
 RETRY_DELAY_SECONDS = 2  # how long it waits in <queue>.retry between attempts
+# A quorum queue counts how often it handed a message out and got it back unacknowledged (its
+# worker died, or lost its channel) in the header x-delivery-count. Past this many, the worker
+# dead-letters it instead of running it again: the defence against a task that kills every
+# worker that takes it. (Classic queues keep no such count.)
+DELIVERY_LIMIT = 5
 
 ATTEMPTS_HEADER = "x-attempts"  # which attempt this delivery is (1 if absent)
 REASON_HEADER = "x-dead-letter-reason"  # why it failed: "ExceptionType: text"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"  # where it came from, to move it back after a fix
-# Headers RabbitMQ adds when it dead-letters a message (out of <queue>.retry); only the broker
-# may set them, so they are not copied.
-BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+# Headers RabbitMQ adds when it dead-letters a message (out of <queue>.retry) or hands it out
+# again; only the broker may set them, so they are not copied.
+BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", DELIVERY_COUNT_HEADER)
 
 
 class Delivery:
@@ -41,9 +47,11 @@ class Delivery:
         self.headers: dict[str, Any] = {
             name: value
             for name, value in (properties.headers or {}).items()
-            if not name.startswith(BROKER_DEATH_HEADERS)
+            if not name.startswith(BROKER_HEADERS)
         }
         self.attempt: int = self._attempt_from(self.headers)
+        count = (properties.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
+        self.returned: int = count if isinstance(count, int) else 0  # times it came back
         self.queue = queue
         self.settled = settled  # with auto-ack, RabbitMQ forgot the message on sending it
         self._broker = broker
@@ -54,6 +62,11 @@ class Delivery:
         """Tell RabbitMQ the work is done, so it may delete the message."""
         self._settle()
         self._broker.acknowledge(self._delivery_tag, self._generation)
+
+    @property
+    def kills_workers(self) -> bool:
+        """Has this message come back unacknowledged DELIVERY_LIMIT times already?"""
+        return self.returned >= DELIVERY_LIMIT
 
     @property
     def is_last_attempt(self) -> bool:

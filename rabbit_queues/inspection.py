@@ -22,6 +22,7 @@ from rabbit_queues.connection import BrokerError, node_urls, open_connection, ur
 from rabbit_queues.queues import ALL_QUEUES
 
 HTTP_TIMEOUT_SECONDS = 3
+FIGURES = ("messages_ready", "messages_unacknowledged", "consumers")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def management_url(amqp_url: str, given: str | None = None) -> str:
 
 
 class ManagementUnavailable(Exception):
-    """The management API did not answer, or not usefully; the message says why."""
+    """The management API did not answer, or not usefully; the message says why, as the end
+    of a sentence that starts with 'the management API'."""
 
 
 def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
@@ -59,32 +61,30 @@ def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
     token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
     request = urllib.request.Request(
         f"{api_url}api/queues/{quote(parameters.virtual_host, safe='')}"
-        "?columns=name,messages_ready,messages_unacknowledged,consumers",
+        f"?columns=name,{','.join(FIGURES)}",
         headers={"Authorization": f"Basic {token}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
             listed = json.load(response)
     except urllib.error.HTTPError as error:
-        raise ManagementUnavailable(f"HTTP {error.code} {error.reason}") from None
+        raise ManagementUnavailable(f"answered HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ManagementUnavailable(
-            str(getattr(reason, "strerror", None) or reason).lower()
-        ) from None
+        why = str(getattr(reason, "strerror", None) or reason).lower()
+        raise ManagementUnavailable(f"did not answer: {why}") from None
     except ValueError:
-        raise ManagementUnavailable("its answer is not JSON") from None
+        raise ManagementUnavailable("answered with something other than JSON") from None
     by_name = {queue["name"]: queue for queue in listed}
-    return [
-        QueueFigures(
-            spec.name,
-            by_name[spec.name].get("messages_ready", 0),
-            by_name[spec.name].get("messages_unacknowledged", 0),
-            by_name[spec.name].get("consumers", 0),
-        )
-        for spec in ALL_QUEUES
-        if spec.name in by_name
-    ]
+    found = [by_name[spec.name] for spec in ALL_QUEUES if spec.name in by_name]
+    for queue in found:
+        if not all(figure in queue for figure in FIGURES):
+            # Never shown as 0: a figure the API does not give is unknown.
+            raise ManagementUnavailable(
+                f"lists {queue['name']} without its figures (metrics collection is off, "
+                "or has not run yet)"
+            )
+    return [QueueFigures(queue["name"], *(queue[figure] for figure in FIGURES)) for queue in found]
 
 
 class PassiveDeclares:

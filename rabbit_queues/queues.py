@@ -7,22 +7,20 @@ may start first), so both take the declaration from here and can never disagree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
 
 from rabbit_queues.connection import BrokerError
 
 QueueType = Literal["classic", "quorum"]
 QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
-# A quorum queue counts how often it has handed out a message that came back unacknowledged
-# (its worker died, or closed its channel). Past this limit it dead-letters the message: the
-# last line of defence against a task that kills every worker that takes it.
-DELIVERY_LIMIT = 5
-# Dead-lettering by a quorum queue itself (expired, or over the delivery limit) is at-most-once
-# unless asked for at-least-once, which RabbitMQ allows only with overflow 'reject-publish'.
+# Dead-lettering by a quorum queue itself (here: the retry queue's expired messages) is
+# at-most-once unless asked for at-least-once, which RabbitMQ allows only with overflow
+# 'reject-publish'.
 QUORUM_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
@@ -39,20 +37,15 @@ class QueueSpec:
 
     def of_type(self, queue_type: QueueType) -> QueueSpec:
         """This queue as a classic queue (one node holds it) or a quorum queue (replicated
-        over the cluster's nodes, with a delivery limit); its .retry and .dlq follow."""
+        over the cluster's nodes); its .retry and .dlq follow.
+
+        A quorum queue is declared with ``x-queue-type`` alone, exactly as RabbitMQ's own
+        tutorials declare ``hello`` and ``task_queue``: a queue's arguments can never change,
+        so any other argument would make the two programs refuse each other's queue.
+        """
         if queue_type == "classic":
             return self
-        return QueueSpec(
-            self.name,
-            {
-                **self.arguments,
-                "x-queue-type": "quorum",
-                "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": "",  # over the limit: to <name>.dlq
-                "x-dead-letter-routing-key": dead_letter_queue(self).name,
-                **QUORUM_DEAD_LETTERING,
-            },
-        )
+        return QueueSpec(self.name, {**self.arguments, "x-queue-type": "quorum"})
 
     def declare(self, channel: BlockingChannel) -> None:
         """Create the queue if it does not exist yet; explain a clash in one line.
@@ -66,11 +59,59 @@ class QueueSpec:
         except ChannelClosedByBroker as error:
             if error.reply_code != 406:
                 raise
-            raise BrokerError(
-                f"queue {self.name!r} already exists with other properties ({error.reply_text}); "
-                "its type and arguments cannot change (another --queue-type?): delete it and run "
-                f"again: rabbitmqctl delete_queue {self.name}"
-            ) from None
+            raise BrokerError(explain_clash(self, error.reply_text, channel.connection)) from None
+
+
+def explain_clash(spec: QueueSpec, reply_text: str, connection: BlockingConnection) -> str:
+    """Why ``spec`` cannot be declared as it is (RabbitMQ's PRECONDITION_FAILED reply), and
+    what to do: use the queue as it is, or delete it and its .retry and .dlq, saying how many
+    messages that would destroy."""
+    clash = re.search(
+        r"inequivalent arg '([^']+)'.*: received (.*) but current is (.*)", reply_text
+    )
+    if clash is None:
+        problem, advice = f"already exists with other properties ({reply_text})", ""
+    elif clash[1] == "x-queue-type":
+        existing = _quoted(clash[3]) or "classic"
+        problem = f"already exists as a {existing} queue, and a queue's type cannot change"
+        advice = f"run with --queue-type {existing} to use it as it is, or "
+    else:
+        problem = (
+            f"already exists with {clash[1]} {_quoted(clash[3]) or 'none'} where this program "
+            f"declares {_quoted(clash[2]) or 'none'} (another program, or an older version of "
+            "this one, declared it), and a queue's arguments cannot change"
+        )
+        advice = ""
+    # Switching types means switching the queue's .retry and .dlq too: name them all at once.
+    base = spec.name.removesuffix(".retry").removesuffix(".dlq")
+    depths = _depths(connection, [base, f"{base}.retry", f"{base}.dlq"])
+    held = sum(depths.values())
+    them = "it" if len(depths) == 1 else ", ".join(depths)
+    delete = " && ".join(f"rabbitmqctl delete_queue {name}" for name in depths)
+    return (
+        f"queue {spec.name!r} {problem}: {advice}delete {them} and run again, destroying the "
+        f"{held} message{'' if held == 1 else 's'} {them if len(depths) == 1 else 'they'} "
+        f"hold{'s' if len(depths) == 1 else ''}: {delete}"
+    )
+
+
+def _quoted(text: str) -> str | None:
+    """'quorum' from "the value 'quorum' of type 'longstr'" or "'quorum'"; None from "none"."""
+    found = re.search(r"'([^']*)'", text)
+    return found[1] if found else None
+
+
+def _depths(connection: BlockingConnection, names: list[str]) -> dict[str, int]:
+    """How many messages each queue of ``names`` that exists holds (passive declares)."""
+    depths = {}
+    for name in names:
+        channel = connection.channel()  # a 404 closes the channel it happens on
+        try:
+            depths[name] = channel.queue_declare(name, passive=True).method.message_count
+        except ChannelClosedByBroker:
+            continue
+        channel.close()
+    return depths
 
 
 def dead_letter_queue(queue: QueueSpec) -> QueueSpec:

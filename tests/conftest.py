@@ -22,10 +22,11 @@ import pika
 import pika.exceptions
 import pika.spec
 import pytest
-from rabbitmq_node import LocalNode
+from rabbitmq_node import DENY_DEPRECATED, LocalNode
 from script_runner import REPO, RunningScript, python_on_path
 
-from rabbit_queues.queues import ALL_QUEUES
+from rabbit_queues.connection import redact_url
+from rabbit_queues.queues import ALL_QUEUES, QueueSpec
 
 DOCKER_IMAGE = "rabbitmq:4-management"
 LESSON_QUEUES = [queue.name for queue in ALL_QUEUES]  # with each .retry and .dlq
@@ -41,6 +42,7 @@ class BrokerUnderTest:
     tls_port: int | None = None  # an amqps:// listener whose certificate says 'localhost'
     ca_file: Path | None = None  # the CA that signed that certificate
     management_url: str | None = None  # its management API (HTTP), for queues.py
+    management_metrics: bool = True  # does that API give figures (not only names)?
 
 
 def _from_docker() -> Iterator[BrokerUnderTest] | None:
@@ -90,11 +92,27 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
                 tls_port=node.tls_port,
                 ca_file=node.ca_file,
                 management_url=node.management_url,
+                management_metrics=not DENY_DEPRECATED,
             )
         finally:
             node.remove()
 
     return run()
+
+
+def pytest_report_header() -> list[str]:
+    """Which broker the tests will run against, and its version."""
+    if url := os.environ.get("RABBITMQ_URL"):
+        return [f"broker: RABBITMQ_URL={redact_url(url)}"]
+    if shutil.which("rabbitmqctl") is None:
+        local = "no local rabbitmq-server"
+    else:
+        version = subprocess.run(
+            ["rabbitmqctl", "version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout.strip()
+        denied = ", every deprecated feature denied" if DENY_DEPRECATED else ""
+        local = f"throwaway nodes of the local rabbitmq-server: RabbitMQ {version}{denied}"
+    return [f"broker: a testcontainers {DOCKER_IMAGE} container if Docker answers, else {local}"]
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +195,10 @@ class Probe:
             self.channel = self._new_channel()  # the broker closed the old one
             return None
 
+    def declare(self, queue: str) -> None:
+        """Declare ``queue`` as the lessons do by default (a durable quorum queue)."""
+        QueueSpec(queue).of_type("quorum").declare(self.channel)
+
     def get_all(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
         """Take every ready message off ``queue``."""
         messages = []
@@ -184,6 +206,8 @@ class Probe:
             method, properties, body = self.channel.basic_get(queue, auto_ack=True)
             if method is None:
                 return messages
+            if properties.headers:  # a quorum queue's count of returns (3.10 adds it at 0)
+                properties.headers.pop("x-delivery-count", None)
             messages.append((properties, body))
 
     def publish(self, queue: str, body: bytes, **properties: object) -> None:

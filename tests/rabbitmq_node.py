@@ -27,6 +27,18 @@ import pika
 import pika.exceptions
 
 START_TIMEOUT = 90
+# RabbitMQ 4.0's deprecated features, still permitted by default; a later release denies them.
+# RABBITMQ_TEST_DENY_DEPRECATED=1 denies them all on every node the tests start (4.x only:
+# 3.10 knows none of these settings), to prove the lessons need none of them.
+DEPRECATED_FEATURES = (
+    "amqp_address_v1",
+    "global_qos",
+    "management_metrics_collection",
+    "queue_master_locator",
+    "ram_node_type",
+    "transient_nonexcl_queues",
+)
+DENY_DEPRECATED = os.environ.get("RABBITMQ_TEST_DENY_DEPRECATED") == "1"
 logging.getLogger("pika").setLevel(logging.CRITICAL)  # refused connections while it starts
 
 
@@ -50,7 +62,8 @@ def free_port() -> int:
 class LocalNode:
     """One `rabbitmq-server` process on 127.0.0.1, removed with everything it wrote."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_config: str = "") -> None:
+        """``extra_config``: more rabbitmq.conf lines for this node."""
         self.name = f"pytest-{os.getpid()}-{secrets.token_hex(3)}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
@@ -75,6 +88,11 @@ class LocalNode:
             # the management API (HTTP), for queues.py; its figures refreshed twice a second
             f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
             "collect_statistics_interval = 500\n"
+            + "".join(
+                f"deprecated_features.permit.{feature} = false\n"
+                for feature in (DEPRECATED_FEATURES if DENY_DEPRECATED else ())
+            )
+            + extra_config
         )
         for sub in ("mnesia", "log"):
             (self.directory / sub).mkdir()
@@ -110,6 +128,8 @@ class LocalNode:
         )
         output.close()
         self.wait_for_amqp()
+        if DENY_DEPRECATED:
+            self._check_every_deprecated_feature_is_denied()
 
     @property
     def is_running(self) -> bool:
@@ -128,6 +148,20 @@ class LocalNode:
         raise RuntimeError(
             f"rabbitmq-server did not start in {START_TIMEOUT} s\n{self.output_tail()}"
         )
+
+    def _check_every_deprecated_feature_is_denied(self) -> None:
+        """A RabbitMQ release that deprecates more than DEPRECATED_FEATURES fails the run."""
+        listing = self.rabbitmqctl("list_deprecated_features", "--quiet").splitlines()
+        phases = dict(line.split("\t") for line in listing[1:])  # after the header line
+        missed = [
+            feature
+            for feature, phase in phases.items()
+            if phase.endswith("_by_default") and feature not in DEPRECATED_FEATURES
+        ]
+        if missed:
+            raise RuntimeError(
+                f"RabbitMQ also deprecates {', '.join(missed)}: add to DEPRECATED_FEATURES"
+            )
 
     def rabbitmqctl(self, *arguments: str, timeout: float = 120) -> str:
         """Run `rabbitmqctl` against this node; its output, or RuntimeError if it fails."""

@@ -88,7 +88,7 @@ def test_a_failing_step_ends_the_chain_with_an_error_result(scripts, probe):
 
 
 def test_a_malformed_then_is_refused_and_nothing_is_sent(scripts, probe):
-    probe.channel.queue_declare("tasks", durable=True)
+    probe.declare("tasks")
 
     refused = scripts.run("python task_queue/new_task.py add 2 3 --then")
 
@@ -101,7 +101,7 @@ def test_a_malformed_then_is_refused_and_nothing_is_sent(scripts, probe):
 
 
 def test_an_absurdly_long_chain_is_refused(scripts, probe):
-    probe.channel.queue_declare("tasks", durable=True)
+    probe.declare("tasks")
     command = "python task_queue/new_task.py add 1 1" + " --then add 1" * 10
 
     refused = scripts.run(command)

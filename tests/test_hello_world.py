@@ -64,8 +64,10 @@ def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe):
     assert worker.matching("Received") == [" [x] Received 'First...'"]
 
 
-def test_transient_messages_do_not_survive_a_broker_restart(scripts, probe, broker):
-    assert scripts.run("python hello_world/new_task.py").returncode == 0
+def test_transient_messages_in_a_classic_queue_do_not_survive_a_broker_restart(
+    scripts, probe, broker
+):
+    assert scripts.run("python hello_world/new_task.py --queue-type classic").returncode == 0
     assert probe.depth("hello") == 1
 
     probe.close()

@@ -7,8 +7,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rabbit_queues import TASKS
-
 # Message bodies as any producer might send them: bytes, JSON, tasks good and bad. No
 # 'sleep': a fuzzed sleep would take up to a minute.
 fuzz_bodies = st.one_of(
@@ -178,7 +176,7 @@ def test_a_task_that_raises_is_retried_then_gets_an_error_result(scripts, probe)
 @given(st.lists(fuzz_bodies, min_size=1, max_size=12))
 def test_a_worker_settles_any_batch_of_messages_and_keeps_running(scripts, probe, batch):
     """Whatever bytes arrive, each message gets exactly one result and the worker goes on."""
-    TASKS.declare(probe.channel)
+    probe.declare("tasks")
     for number, body in enumerate(batch):
         probe.publish("tasks", body, message_id=f"fuzz-{number}")
 

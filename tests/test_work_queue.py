@@ -104,14 +104,15 @@ def test_stdin_then_burst_worker(scripts, probe):
 
 def test_rabbitmqctl_shows_ready_and_unacknowledged(scripts, probe):
     worker = scripts.start_worker("python work_queue/worker.py")
-    send(scripts, 'python work_queue/new_task.py "Busy task....."')
+    # Busy long enough for a quorum queue's figures, refreshed every 5 s, to show it.
+    send(scripts, 'python work_queue/new_task.py "Busy task....................."')
     send(scripts, 'python work_queue/new_task.py "Waiting task."')
     send(scripts, 'python work_queue/new_task.py "Waiting task too."')
-    worker.wait_for("Received 'Busy task.....'")
+    worker.wait_for("Received 'Busy task")
 
     # list_queues reports statistics the broker refreshes every few seconds: poll it.
     listing = ""
-    for _ in range(10):
+    for _ in range(20):
         listing = scripts.rabbitmqctl(
             "rabbitmqctl list_queues name messages_ready messages_unacknowledged"
         ).stdout
@@ -119,30 +120,6 @@ def test_rabbitmqctl_shows_ready_and_unacknowledged(scripts, probe):
             break
     assert re.search(r"^task_queue\t2\t1$", listing, re.M), listing
     assert re.search(r"^task_queue\.dlq\t0\t0$", listing, re.M), listing
-
-
-def test_a_queue_declared_differently_gets_a_one_line_fix(scripts, probe):
-    # As if an older script had declared task_queue with other properties.
-    probe.channel.queue_declare("task_queue", durable=True, arguments={"x-max-length": 10})
-
-    worker = scripts.run("python work_queue/worker.py")
-
-    assert worker.returncode == 1
-    assert worker.stdout == ""
-    assert worker.stderr.startswith(
-        "error: queue 'task_queue' already exists with other "
-        "properties (PRECONDITION_FAILED - inequivalent arg "
-    )
-    assert worker.stderr.endswith(
-        "; its type and arguments cannot change (another --queue-type?): delete it and run "
-        "again: rabbitmqctl delete_queue task_queue\n"
-    )
-    assert len(worker.stderr.splitlines()) == 1
-
-    fixed = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")
-    assert fixed.returncode == 0, fixed.stderr
-    sent = scripts.run('python work_queue/new_task.py "First task."')
-    assert sent.returncode == 0, sent.stderr
 
 
 def test_a_producer_cut_off_mid_way_says_how_many_tasks_the_broker_confirmed(
@@ -169,7 +146,7 @@ def test_a_producer_cut_off_mid_way_says_how_many_tasks_the_broker_confirmed(
 
 
 def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(scripts, probe):
-    probe.channel.queue_declare("task_queue.dlq", durable=True)
+    probe.declare("task_queue.dlq")
     probe.publish(
         "task_queue.dlq",
         b"This task will error.",

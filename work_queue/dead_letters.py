@@ -18,26 +18,20 @@ from rabbit_queues import (
 )
 from rabbit_queues.delivery import (
     ATTEMPTS_HEADER,
-    BROKER_DEATH_HEADERS,
+    BROKER_HEADERS,
     ORIGINAL_QUEUE_HEADER,
     REASON_HEADER,
 )
-from rabbit_queues.queues import DELIVERY_LIMIT
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS)}
 FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)
 
 
 def why(headers: dict[str, object]) -> str:
-    """The reason a worker wrote, or the one a quorum queue gives for its own dead letters."""
+    """The reason the worker wrote when it dead-lettered the message."""
     if REASON_HEADER in headers:
-        return f"{headers[REASON_HEADER]} ({headers.get(ATTEMPTS_HEADER, 1)} attempts)"
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and deaths[0].get("reason") == "delivery_limit":
-        return (
-            f"delivered more than {DELIVERY_LIMIT} times and never acknowledged (the queue's "
-            "x-delivery-limit): did it kill each worker that took it?"
-        )
+        attempts = headers.get(ATTEMPTS_HEADER, 1)
+        return f"{headers[REASON_HEADER]} ({attempts} attempt{'' if attempts == 1 else 's'})"
     return "?"
 
 
@@ -66,8 +60,8 @@ def main() -> None:
             text = body.decode(errors="replace")
             print(f" [x] {count}: {text[:60]!r} failed: {why(headers)}")
             if args.requeue:
-                # A fresh start: attempt 1 again, and no trace of the broker's dead-lettering.
-                stale = (*FAILURE_HEADERS, *BROKER_DEATH_HEADERS, "x-delivery-count")
+                # A fresh start: attempt 1 again, and no trace of the broker's own headers.
+                stale = (*FAILURE_HEADERS, *BROKER_HEADERS)
                 headers = {k: v for k, v in headers.items() if not k.startswith(stale)}
                 broker.publish(
                     queue,
