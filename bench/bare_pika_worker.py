@@ -1,8 +1,6 @@
 """The bare pika loop the benchmark compares against: prefetch 1, ack in the callback."""
 
 import argparse
-import os
-from pathlib import Path
 
 import pika
 
@@ -15,16 +13,12 @@ def main() -> None:
 
     connection = pika.BlockingConnection(pika.URLParameters(args.url))
     channel = connection.channel()
-    channel.queue_declare(args.queue, durable=True)
     channel.basic_qos(prefetch_count=1)
 
-    def on_message(channel, method, _properties, body):
-        if body == b"mark":  # the last task of a drain: the benchmark waits for this file
-            Path(os.environ["BENCH_MARK_FILE"]).touch()
+    def on_message(channel, method, _properties, _body):
         channel.basic_ack(method.delivery_tag)
 
     channel.basic_consume(args.queue, on_message)
-    print("ready", flush=True)
     channel.start_consuming()
 
 

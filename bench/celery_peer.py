@@ -1,7 +1,6 @@
 """Celery's side of the benchmark: a no-op task, acks late, prefetch 1, publisher confirms."""
 
 import os
-from pathlib import Path
 
 from celery import Celery
 
@@ -19,9 +18,3 @@ app.conf.update(
 @app.task(name="noop")
 def noop() -> None:
     pass
-
-
-@app.task(name="mark")
-def mark() -> None:
-    """The last task of a drain: the benchmark waits for this file."""
-    Path(os.environ["BENCH_MARK_FILE"]).touch()

@@ -1,14 +1,12 @@
 """This project's worker for the benchmark: rabbit_queues' consume path, minus the printing.
 
 A body is a number of milliseconds to sleep (0 for the no-op tasks); a finished task that
-slept prints 'done'. The body 'mark' ends a drain: the benchmark waits for its file.
+slept prints 'done'.
 """
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 from rabbit_queues import Broker, Delivery, QueueSpec
 
@@ -22,10 +20,6 @@ def main() -> None:
     args = parser.parse_args()
 
     def on_message(delivery: Delivery) -> None:
-        if delivery.body == b"mark":
-            Path(os.environ["BENCH_MARK_FILE"]).touch()
-            delivery.ack()
-            return
         milliseconds = int(delivery.body or b"0")
         if milliseconds:
             time.sleep(milliseconds / 1000)
@@ -36,7 +30,7 @@ def main() -> None:
     with Broker.connect(args.url) as broker:
         queue = QueueSpec(args.queue).of_type(args.queue_type)
         broker.declare(queue)
-        broker.consume(queue, on_message, prefetch_count=args.prefetch or None)
+        broker.consume(queue, on_message, prefetch_count=args.prefetch)
         print("ready", flush=True)
         broker.run()
 

@@ -12,27 +12,31 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+from subprocess import DEVNULL
 
 import pika
 
 from rabbit_queues import QueueSpec, broker_url
 from rabbit_queues.pipelined import publish_pipelined
+from rabbit_queues.queues import passive_declare
 
-PROJECT, BARE, BARE_CONFIRM_EACH = "bench.project", "bench.bare", "bench.bare_confirm_each"
+REPO = Path(__file__).resolve().parent.parent
+# The lesson's worker consumes task_queue; the benchmark declares it classic, as the bare loops'.
+LESSON_QUEUE = QueueSpec("task_queue")
+WORKER_ARGS = ["--queue-type", "classic"]
+BARE, BARE_CONFIRM_EACH = "bench.bare", "bench.bare_confirm_each"
 CELERY, DRAMATIQ = "bench.celery", "bench_dramatiq"
 FAIR = "bench.fair"
-BENCH_QUEUES = [PROJECT, BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR] + [
-    f"{queue}.{suffix}" for queue in (PROJECT, FAIR) for suffix in ("retry", "dlq")
+BENCH_QUEUES = [BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR] + [
+    f"{queue}{suffix}" for queue in (LESSON_QUEUE.name, FAIR) for suffix in ("", ".retry", ".dlq")
 ]  # with the retry and dead-letter queues this project's worker declares
 DRAMATIQ_EXTRA = ["bench_dramatiq.DQ", "bench_dramatiq.XQ"]  # its delay and dead-letter queues
 # Fair dispatch: every third task is long. Dealt round-robin, they all land on one worker.
@@ -40,6 +44,7 @@ DRAMATIQ_EXTRA = ["bench_dramatiq.DQ", "bench_dramatiq.XQ"]  # its delay and dea
 SKEWED_MS = [400 if number < 30 and number % 3 == 0 else 20 for number in range(60)]
 WORKERS = 3
 DRAIN_BUDGET = 30  # seconds a drain may take before its rate is taken from what it did so far
+STALL_SECONDS = 10  # a worker that takes no task for this long has stalled
 
 
 def main() -> None:
@@ -61,17 +66,19 @@ def main() -> None:
     os.environ["BENCH_DRAIN_BUDGET"] = str(args.drain_budget)
     os.environ["BENCH_AMQP_URL"] = url  # read by the Celery and Dramatiq peers
 
-    samples: dict[str, list[float]] = {}
+    samples: dict[str, list[float | None]] = {}
     with Probe(url) as probe:
+        if probe.depth(LESSON_QUEUE.name) > 0:
+            sys.exit(f"error: {LESSON_QUEUE.name} holds tasks; the benchmark would delete them")
         try:
             for repeat in range(1, args.repeats + 1):
                 print(f" [*] Run {repeat} of {args.repeats} (N={args.n})", file=sys.stderr)
                 for name, value in run_once(url, probe, args.n).items():
                     samples.setdefault(name, []).append(value)
-                    print(f"     {name}: {value:,.2f}", file=sys.stderr)
+                    print(f"     {name}: {show(value)}", file=sys.stderr)
         finally:
             probe.delete(BENCH_QUEUES + DRAMATIQ_EXTRA)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians = {name: median(values) for name, values in samples.items()}
     table = markdown_table(medians, args.n, args.repeats)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,54 +86,49 @@ def main() -> None:
     draw_chart(medians, args.out / "results.png")
 
 
-def run_once(url: str, probe: Probe, n: int) -> dict[str, float]:
+def run_once(url: str, probe: Probe, n: int) -> dict[str, float | None]:
     python = sys.executable
-    measured: dict[str, float] = {}
+    measured: dict[str, float | None] = {}
     probe.delete(BENCH_QUEUES + DRAMATIQ_EXTRA)
-    QueueSpec(PROJECT).declare(probe.channel)
 
-    # Enqueue N no-op tasks with confirms, each way; then drain them with one worker.
-    measured["enqueue.project"] = n / timed(lambda: enqueue_project(url, n, QueueSpec(PROJECT)))
-    measured["drain.project"], rss = drain(
-        probe, PROJECT, n, [python, "-m", "bench.project_worker", "--url", url, "--queue", PROJECT]
+    # Enqueue N no-op tasks, bare then this project's way, back to back into fresh queues;
+    # then drain them with one worker. The lesson's own worker consumes task_queue, as a
+    # classic queue (the bare loops' kind).
+    measured["enqueue.bare"] = bounded(lambda: enqueue_bare(url, BARE, n, confirm_each=False), n)
+    measured["enqueue.project"] = bounded(lambda: enqueue_project(url, n, LESSON_QUEUE), n)
+    probe.delete([BARE, LESSON_QUEUE.name])
+    # One worker drains N no-op tasks: the bare loop, the lesson's worker both ways, and the
+    # threaded pika consumer, one after another on freshly filled queues.
+    lesson_worker = [python, "work_queue/worker.py", "--url", url, *WORKER_ARGS]
+    for key, queue, command in (
+        ("bare", BARE, [python, "-m", "bench.bare_pika_worker", "--url", url, "--queue", BARE]),
+        ("project_run", LESSON_QUEUE.name, lesson_worker),
+        ("project_burst", LESSON_QUEUE.name, [*lesson_worker, "--burst"]),
+        (
+            "threaded",
+            BARE,
+            [python, "-m", "bench.threaded_pika_worker", "--url", url, "--queue", BARE],
+        ),
+    ):
+        if queue == BARE:
+            enqueue_bare(url, BARE, n, confirm_each=False)
+        else:
+            enqueue_project(url, n, LESSON_QUEUE)
+        measured[f"drain.{key}"], measured[f"memory.{key}"] = drain(probe, queue, n, command)
+    measured["enqueue.bare_confirm_each"] = bounded(
+        lambda: enqueue_bare(url, BARE_CONFIRM_EACH, n, confirm_each=True), n
     )
-    measured["memory.project"] = rss
-    measured["enqueue.bare"] = n / timed(lambda: enqueue_bare(url, BARE, n, confirm_each=False))
-    measured["drain.bare"], _ = drain(
-        probe, BARE, n, [python, "-m", "bench.bare_pika_worker", "--url", url, "--queue", BARE]
-    )
-    measured["enqueue.bare_confirm_each"] = n / timed(
-        lambda: enqueue_bare(url, BARE_CONFIRM_EACH, n, confirm_each=True)
-    )
-    measured["enqueue.celery"] = n / timed(lambda: enqueue_celery(n))
-    celery_worker = [
-        python,
-        "-m",
-        "celery",
-        "-A",
-        "bench.celery_peer",
-        "worker",
-        "--pool=solo",
-        "--concurrency=1",
-        "-Q",
-        CELERY,
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--loglevel=WARNING",
-    ]
-    measured["drain.celery"], _ = drain(probe, CELERY, n, celery_worker)
-    os.environ["BENCH_CELERY_PREFETCH"] = "4"  # Celery's default multiplier, for comparison
-    enqueue_celery(n)
-    measured["drain.celery_prefetch_4"], _ = drain(probe, CELERY, n, celery_worker)
-    del os.environ["BENCH_CELERY_PREFETCH"]
-    measured["enqueue.dramatiq"] = n / timed(lambda: enqueue_dramatiq(n))
-    measured["drain.dramatiq"], _ = drain(
-        probe,
-        DRAMATIQ,
-        n,
-        [python, "-m", "dramatiq", "bench.dramatiq_peer", "--processes", "1", "--threads", "1"],
-    )
+    # Celery's default pool (prefork), one child; its solo pool stalls here at prefetch 1.
+    celery_worker = [python, "-m", "celery", "-A", "bench.celery_peer", "worker"]
+    celery_worker += ["--concurrency=1", "-Q", CELERY, "--without-gossip", "--without-mingle"]
+    celery_worker += ["--without-heartbeat", "--loglevel=WARNING"]
+    for key, prefetch in (("celery", "1"), ("celery_prefetch_4", "4")):
+        os.environ["BENCH_CELERY_PREFETCH"] = prefetch  # 4: Celery's default multiplier
+        measured[f"enqueue.{key}"] = bounded(lambda: enqueue_celery(n), n)
+        measured[f"drain.{key}"], _ = drain(probe, CELERY, n, celery_worker)
+    measured["enqueue.dramatiq"] = bounded(lambda: enqueue_dramatiq(n), n)
+    dramatiq_worker = [python, "-m", "dramatiq", "bench.dramatiq_peer", "--processes", "1"]
+    measured["drain.dramatiq"], _ = drain(probe, DRAMATIQ, n, [*dramatiq_worker, "--threads", "1"])
     # Fair dispatch: the skewed workload on three workers, prefetch 1 against unlimited.
     measured["fair.prefetch_1"] = makespan(url, probe, prefetch=1)
     measured["fair.unlimited"] = makespan(url, probe, prefetch=0)
@@ -142,12 +144,20 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def bounded(action: Callable[[], object], n: int) -> float | None:
+    """``n`` / the seconds ``action`` takes; None (stalled) if it takes over a minute."""
+    spent: list[float] = []
+    thread = threading.Thread(target=lambda: spent.append(timed(action)), daemon=True)
+    thread.start()
+    thread.join(STALL_SECONDS * 6)
+    return n / spent[0] if spent else None
+
+
 def enqueue_project(url: str, n: int, queue: QueueSpec) -> None:
     """This project's `new_task.py -` path: pipelined confirms, a window of 1,000."""
     with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        queue.declare(connection.channel())
-    messages = (("0" if number < n - 1 else "mark", {}) for number in range(n))
-    publish_pipelined(url, queue, messages, persistent=True)
+        connection.channel().queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    publish_pipelined(url, queue, (("x", {}) for _ in range(n)), persistent=True)
 
 
 def enqueue_bare(url: str, queue: str, n: int, *, confirm_each: bool) -> None:
@@ -158,64 +168,56 @@ def enqueue_bare(url: str, queue: str, n: int, *, confirm_each: bool) -> None:
     if confirm_each:
         channel.confirm_delivery()
     properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
-    for number in range(n):
-        channel.basic_publish("", queue, b"0" if number < n - 1 else b"mark", properties)
+    for _ in range(n):
+        channel.basic_publish("", queue, b"x", properties)
     connection.close()
 
 
 def enqueue_celery(n: int) -> None:
-    from bench.celery_peer import mark, noop
+    from bench.celery_peer import noop
 
-    for _ in range(n - 1):
+    for _ in range(n):
         noop.apply_async()
-    mark.apply_async()
 
 
 def enqueue_dramatiq(n: int) -> None:
-    from bench.dramatiq_peer import mark, noop
+    from bench.dramatiq_peer import noop
 
-    for _ in range(n - 1):
+    for _ in range(n):
         noop.send()
-    mark.send()
 
 
 # -- draining -----------------------------------------------------------------------------
 
 
-def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float, float]:
-    """Start a worker on a queue holding ``n`` tasks; return (tasks/s, its RSS in MB).
+def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float | None, float]:
+    """Start a worker (output to /dev/null) on a queue holding ``n`` tasks; return (tasks/s,
+    its RSS in MB), tasks/s None if it stalled.
 
-    Timed from the first task taken (the queue's depth drops, seen by passive declares; the
-    worker's start-up does not count) to the last task done: the queue is first in, first
-    out, so when the last task, the 'mark', touches its file, all the others are done. A
-    worker still at it after --drain-budget seconds is rated on what it took off the queue by
-    then (its prefetch, at most a few tasks, counted as done).
+    Timed from the first task taken to the queue's last, both seen by passive declares (the
+    worker's start-up does not count; the task it still holds, at prefetch 1, is one in
+    ``n``). A worker still at it after --drain-budget seconds is rated on what it took by
+    then; one that takes nothing for STALL_SECONDS is stalled.
     """
-    mark_file = Path(tempfile.mkdtemp()) / "mark"
-    os.environ["BENCH_MARK_FILE"] = str(mark_file)
     started = time.perf_counter()
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(command, cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
     try:
         first_seen = first_depth = None
-        deadline = time.monotonic() + 120
-        while not mark_file.exists():
+        last_change, last_depth = time.monotonic(), n
+        while True:
             probe.connection.process_data_events(time_limit=0)  # keeps its heartbeats going
-            now = time.perf_counter()
-            if first_seen is None:
-                depth = probe.depth(queue)
-                if 0 <= depth < n:
-                    first_seen, first_depth = now, depth
-                elif time.monotonic() > deadline:
-                    raise RuntimeError(f"{queue}: the worker took no task in 120 s")
-            elif now - first_seen > float(os.environ["BENCH_DRAIN_BUDGET"]):
-                rate = (first_depth - probe.depth(queue)) / (now - first_seen)
-                return rate, resident_megabytes(worker.pid)
+            depth, now = probe.depth(queue), time.perf_counter()
+            if depth != last_depth:
+                last_change, last_depth = time.monotonic(), depth
+            elif time.monotonic() - last_change > STALL_SECONDS:
+                return None, resident_megabytes(worker.pid)
+            if first_seen is None and depth == 0:  # all taken at once (a tiny N): with start-up
+                return n / (now - started), resident_megabytes(worker.pid)
+            if first_seen is None and 0 <= depth < n:
+                first_seen, first_depth = now, depth
+            if first_seen is not None and (depth == 0 or now - first_seen > budget()):
+                return (first_depth - depth) / (now - first_seen), resident_megabytes(worker.pid)
             time.sleep(0.005)
-        finished = time.perf_counter()
-        if not first_depth:  # all taken before the first look (a tiny N): count the start-up
-            return n / (finished - started), resident_megabytes(worker.pid)
-        assert first_seen is not None
-        return first_depth / (finished - first_seen), resident_megabytes(worker.pid)
     finally:
         worker.terminate()
         try:
@@ -223,8 +225,11 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float, 
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-        shutil.rmtree(mark_file.parent, ignore_errors=True)
         probe.channel.queue_purge(queue)  # what a slow worker left
+
+
+def budget() -> float:
+    return float(os.environ["BENCH_DRAIN_BUDGET"])
 
 
 def resident_megabytes(pid: int) -> float:
@@ -237,7 +242,7 @@ def resident_megabytes(pid: int) -> float:
 def makespan(url: str, probe: Probe, *, prefetch: int) -> float:
     """Seconds from publishing the skewed workload to its last task done, on three workers."""
     probe.delete([FAIR])
-    QueueSpec(FAIR).declare(probe.channel)
+    probe.channel.queue_declare(FAIR, durable=True)
     command = [
         sys.executable,
         "-m",
@@ -299,11 +304,11 @@ class Probe:
         self.connection.close()
 
     def depth(self, queue: str) -> int:
-        try:
-            return self.channel.queue_declare(queue, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker:  # not declared yet by its worker
+        declared = passive_declare(self.channel, queue)
+        if declared is None:  # not declared yet by its worker
             self.channel = self.connection.channel()
             return -1
+        return declared.message_count
 
     def delete(self, queues: list[str]) -> None:
         for queue in queues:
@@ -313,14 +318,35 @@ class Probe:
 # -- reporting ----------------------------------------------------------------------------
 
 
-def times(a: float, b: float, digits: int = 2) -> str:
-    """a / b as '1.23x', or 'n/a' where b measured nothing."""
-    return f"{a / b:.{digits}f}x" if b else "n/a"
+def median(values: list[float | None]) -> float | None:
+    """The median of the runs; None (stalled) if any run stalled."""
+    return None if None in values else statistics.median(v for v in values if v is not None)
 
 
-def markdown_table(medians: dict[str, float], n: int, repeats: int) -> str:
+def show(value: float | None) -> str:
+    if value is None:
+        return "stalled"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def times(a: float | None, b: float | None, digits: int = 2) -> str:
+    """a / b as '1.23x', or 'n/a' where either stalled or b measured nothing."""
+    return f"{a / b:.{digits}f}x" if a and b else "n/a"
+
+
+def markdown_table(medians: dict[str, float | None], n: int, repeats: int) -> str:
     m = medians
     ideal = ideal_makespan()
+
+    def against(key: str, digits: int = 2) -> str:
+        return f"{times(m[key], m['drain.bare'], digits)} bare pika"
+
+    def peers(key: str) -> str:
+        return (
+            f"{times(m[key], m['drain.celery'], 1)} Celery, "
+            f"{times(m[key], m['drain.dramatiq'], 1)} Dramatiq"
+        )
+
     rows = [
         (
             "Enqueue, msg/s",
@@ -336,37 +362,45 @@ def markdown_table(medians: dict[str, float], n: int, repeats: int) -> str:
         ("", "Dramatiq send, confirm_delivery", m["enqueue.dramatiq"], ""),
         (
             "Drain, one worker, msg/s",
-            "this project, prefetch 1",
-            m["drain.project"],
-            f"{times(m['drain.project'], m['drain.bare'], 2)} bare pika, "
-            f"{times(m['drain.project'], m['drain.celery'], 1)} Celery, "
-            f"{times(m['drain.project'], m['drain.dramatiq'], 1)} Dramatiq",
+            "work_queue/worker.py, prefetch 1",
+            m["drain.project_run"],
+            f"{against('drain.project_run')}, {peers('drain.project_run')}",
         ),
-        ("", "bare pika loop, prefetch 1", m["drain.bare"], ""),
-        ("", "Celery solo pool, acks late, prefetch 1", m["drain.celery"], ""),
+        (
+            "",
+            "work_queue/worker.py --burst",
+            m["drain.project_burst"],
+            f"{against('drain.project_burst')}, {peers('drain.project_burst')}",
+        ),
+        ("", "bare pika loop, prefetch 1, ack inline", m["drain.bare"], ""),
+        (
+            "",
+            "pika, handler thread per message, threadsafe ack",
+            m["drain.threaded"],
+            against("drain.threaded"),
+        ),
+        ("", "Celery prefork -c 1, acks late, prefetch 1", m["drain.celery"], ""),
         ("", "Celery, the same with its default prefetch (4)", m["drain.celery_prefetch_4"], ""),
         ("", "Dramatiq, 1 process, 1 thread", m["drain.dramatiq"], ""),
         (
             "Fair dispatch, makespan s",
             "3 workers, prefetch 1",
             m["fair.prefetch_1"],
-            f"{m['fair.prefetch_1'] / ideal:.2f}x the ideal {ideal:.2f} s",
+            f"{times(m['fair.prefetch_1'], ideal)} the ideal {ideal:.2f} s",
         ),
         (
             "",
             "3 workers, unlimited prefetch",
             m["fair.unlimited"],
-            f"{m['fair.unlimited'] / ideal:.2f}x the ideal",
+            f"{times(m['fair.unlimited'], ideal)} the ideal",
         ),
-        ("Worker memory, MB", "this project's worker, resident", m["memory.project"], ""),
+        ("Worker memory, MB", "work_queue/worker.py, resident", m["memory.project_run"], ""),
     ]
     lines = [
         "| measure | what | median | ratio |",
         "| --- | --- | ---: | --- |",
         *(
-            f"| {measure} | {what} | {value:,.2f} | {ratio} |"
-            if value < 100
-            else f"| {measure} | {what} | {value:,.0f} | {ratio} |"
+            f"| {measure} | {what} | {show(value)} | {ratio} |"
             for measure, what, value, ratio in rows
         ),
         "",
@@ -392,7 +426,7 @@ def machine() -> str:
     )
 
 
-def draw_chart(medians: dict[str, float], path: Path) -> None:
+def draw_chart(medians: dict[str, float | None], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,8 +441,10 @@ def draw_chart(medians: dict[str, float], path: Path) -> None:
             ("Dramatiq", medians["enqueue.dramatiq"]),
         ],
         "Drain, one worker, prefetch 1 (msg/s)": [
-            ("this project", medians["drain.project"]),
+            ("this project", medians["drain.project_run"]),
+            ("this project, --burst", medians["drain.project_burst"]),
             ("bare pika", medians["drain.bare"]),
+            ("pika, threaded handler", medians["drain.threaded"]),
             ("Celery", medians["drain.celery"]),
             ("Celery, prefetch 4", medians["drain.celery_prefetch_4"]),
             ("Dramatiq", medians["drain.dramatiq"]),
@@ -421,7 +457,7 @@ def draw_chart(medians: dict[str, float], path: Path) -> None:
     }
     figure, axes = plt.subplots(len(groups), 1, figsize=(8, 8))
     for axis, (title, bars) in zip(axes, groups.items(), strict=True):
-        labels, values = zip(*bars, strict=True)
+        labels, values = zip(*((label, value or 0) for label, value in bars), strict=True)
         colours = [
             "tab:green" if label in ("this project", "prefetch 1") else "tab:gray"
             for label in labels

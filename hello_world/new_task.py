@@ -27,17 +27,20 @@ def main() -> None:
     args = parser.parse_args()
     hello = HELLO.of_type(args.queue_type)
 
-    with Broker.connect(broker_url(args.url)) as broker:
+    url = broker_url(args.url)
+
+    with Broker.connect(url) as broker:
         broker.declare(hello)  # both sides declare the queue: either may start first
         # Transient (persistent=False): a classic queue keeps it in memory only, so a broker
         # restart loses it. (A quorum queue writes every message to disk, whatever it asks.)
         # Lesson 2 (work_queue) makes messages persistent.
-        if args.words == ["-"]:
-            send_lines(broker, hello, sys.stdin, plain_text, persistent=False, noun="messages")
+        if args.words != ["-"]:
+            message = " ".join(args.words) or "Hello World!"
+            broker.publish(hello, message, persistent=False)
+            print(f" [x] Sent '{message}'")
             return
-        message = " ".join(args.words) or "Hello World!"
-        broker.publish(hello, message, persistent=False)
-        print(f" [x] Sent '{message}'")
+    # `-`: one message per line, many in flight at once (see rabbit_queues/pipelined.py).
+    send_lines(url, hello, sys.stdin, plain_text, persistent=False, noun="messages")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The small wrapper over pika that the lesson scripts share.
 
 It is the only place that knows how to reach the broker and how each queue is declared, so a
-producer and a worker can never declare the same queue differently. It hides plumbing
-(connecting, confirms, clean shutdown), not the lesson: the scripts still say where messages
-are persistent, where they are acknowledged and how many a worker may hold (prefetch).
+producer and a worker can never declare the same queue differently. Its lesson is broker.py:
+the top half shows pika's own calls (confirm_delivery, queue_declare, basic_publish,
+basic_qos, basic_consume, basic_ack); the scripts still say where messages are persistent,
+where they are acknowledged and how many a worker may hold (prefetch).
 """
 
 from rabbit_queues.broker import Broker
@@ -11,13 +12,12 @@ from rabbit_queues.cli import (
     add_queue_type_option,
     add_worker_options,
     label_output,
-    plain_text,
     run_script,
     script_parser,
-    send_lines,
 )
 from rabbit_queues.connection import DEFAULT_URL, BrokerError, broker_url, redact_url
 from rabbit_queues.delivery import Delivery
+from rabbit_queues.pipelined import plain_text, send_lines
 from rabbit_queues.queues import (
     HELLO,
     RESULTS,

@@ -1,5 +1,5 @@
-"""What the lesson scripts share on the command line: --url, the worker options, progress on a
-terminal, and one-line errors.
+"""What the lesson scripts share on the command line: --url, the worker options, labelled
+output, and one-line errors.
 """
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ import io
 import os
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import TextIO
 
 import pika.exceptions
 
-from rabbit_queues.broker import Broker
 from rabbit_queues.connection import DEFAULT_URL, BrokerError, redact_url
-from rabbit_queues.pipelined import Message, publish_pipelined
-from rabbit_queues.queues import QUEUE_TYPES, QueueSpec
+from rabbit_queues.queues import QUEUE_TYPES
 
 
 def script_parser(description: str) -> argparse.ArgumentParser:
@@ -118,65 +115,6 @@ class _LabelledLines(io.TextIOBase):
 
     def isatty(self) -> bool:
         return self._stream.isatty()
-
-
-def send_lines(
-    broker: Broker,
-    queue: QueueSpec,
-    lines: Iterable[str],
-    to_message: Callable[[str], Message],
-    *,
-    persistent: bool,
-    noun: str,
-) -> None:
-    """``new_task.py -``: send one message per non-blank line, then print one summary line.
-
-    Pipelined: up to a thousand messages are in flight, unconfirmed, at a time; the count
-    printed (or reported in the error, if something fails mid-way) is exactly what the broker
-    has confirmed. ``to_message`` may raise ValueError for a line it cannot read.
-    """
-    started = time.perf_counter()
-    messages = (to_message(line.rstrip("\r\n")) for line in lines if line.strip())
-    # On a terminal, a progress line; into a pipe or a file, only the summary.
-    progress = _ProgressLine(noun, started) if sys.stderr.isatty() else None
-    try:
-        count = publish_pipelined(
-            broker.url, queue, messages, persistent=persistent, noun=noun, on_confirmed=progress
-        )
-    finally:
-        if progress is not None:
-            progress.clear()
-    elapsed = time.perf_counter() - started
-    print(f" [x] Sent {count} {noun} in {elapsed:.2f} s, each confirmed by the broker")
-
-
-class _ProgressLine:
-    """'12,000 tasks confirmed, 18,210/s', redrawn in place on stderr a few times a second."""
-
-    EVERY_SECONDS = 0.2
-
-    def __init__(self, noun: str, started: float) -> None:
-        self.noun = noun
-        self.started = started
-        self.shown_at = 0.0  # the first count is shown at once
-
-    def __call__(self, confirmed: int) -> None:
-        now = time.perf_counter()
-        if now - self.shown_at < self.EVERY_SECONDS:
-            return
-        self.shown_at = now
-        rate = confirmed / max(now - self.started, 1e-9)
-        sys.stderr.write(f"\r [>] {confirmed:,} {self.noun} confirmed, {rate:,.0f}/s\033[K")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-
-def plain_text(line: str) -> Message:
-    """A line of standard input sent as it is, as the message's body."""
-    return line, {}
 
 
 def run_script(main: Callable[[], None]) -> None:

@@ -24,10 +24,6 @@ REFUSALS = (
 )
 
 
-class ConnectionLost(Exception):
-    """The connection a message came on went away before the worker could settle it."""
-
-
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 URL_HINT = "check --url or the AMQP_URL environment variable"
 

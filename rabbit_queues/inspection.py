@@ -16,10 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import pika.exceptions
-
-from rabbit_queues.connection import BrokerError, node_urls, open_connection, url_parameters
-from rabbit_queues.queues import ALL_QUEUES
+from rabbit_queues.connection import node_urls, open_connection, url_parameters
+from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
 HTTP_TIMEOUT_SECONDS = 3
 FIGURES = ("messages_ready", "messages_unacknowledged", "consumers")
@@ -97,11 +95,8 @@ class PassiveDeclares:
     def figures(self) -> list[QueueFigures]:
         found = []
         for spec in ALL_QUEUES:
-            try:
-                declared = self.channel.queue_declare(spec.name, passive=True).method
-            except pika.exceptions.ChannelClosedByBroker as error:
-                if error.reply_code != 404:
-                    raise BrokerError(f"cannot look at queue {spec.name!r}: {error}") from None
+            declared = passive_declare(self.channel, spec.name)
+            if declared is None:
                 self.channel = self.connection.channel()  # a 404 closes the channel
                 continue
             found.append(

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
-
-from rabbit_queues.connection import BrokerError
+from pika.spec import Queue
 
 QueueType = Literal["classic", "quorum"]
 QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
@@ -46,20 +45,6 @@ class QueueSpec:
         if queue_type == "classic":
             return self
         return QueueSpec(self.name, {**self.arguments, "x-queue-type": "quorum"})
-
-    def declare(self, channel: BlockingChannel) -> None:
-        """Create the queue if it does not exist yet; explain a clash in one line.
-
-        Durable: the queue survives a broker restart, and so do its *persistent* messages.
-        RabbitMQ 4.3 also refuses non-durable queues that are not exclusive to one connection,
-        so even hello_world's queue is durable (its messages are not).
-        """
-        try:
-            channel.queue_declare(queue=self.name, durable=True, arguments=self.arguments)
-        except ChannelClosedByBroker as error:
-            if error.reply_code != 406:
-                raise
-            raise BrokerError(explain_clash(self, error.reply_text, channel.connection)) from None
 
 
 def explain_clash(spec: QueueSpec, reply_text: str, connection: BlockingConnection) -> str:
@@ -102,16 +87,26 @@ def _quoted(text: str) -> str | None:
 
 
 def _depths(connection: BlockingConnection, names: list[str]) -> dict[str, int]:
-    """How many messages each queue of ``names`` that exists holds (passive declares)."""
+    """How many messages each queue of ``names`` that exists holds."""
     depths = {}
     for name in names:
         channel = connection.channel()  # a 404 closes the channel it happens on
-        try:
-            depths[name] = channel.queue_declare(name, passive=True).method.message_count
-        except ChannelClosedByBroker:
-            continue
-        channel.close()
+        declared = passive_declare(channel, name)
+        if declared is not None:
+            depths[name] = declared.message_count
+            channel.close()
     return depths
+
+
+def passive_declare(channel: BlockingChannel, name: str) -> Queue.DeclareOk | None:
+    """Queue ``name``'s messages ready and consumers, exact and at once (a passive declare
+    creates nothing); None if there is no such queue, and then the broker closed ``channel``."""
+    try:
+        return channel.queue_declare(name, passive=True).method
+    except ChannelClosedByBroker as error:
+        if error.reply_code != 404:
+            raise
+        return None
 
 
 def dead_letter_queue(queue: QueueSpec) -> QueueSpec:

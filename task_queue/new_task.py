@@ -103,16 +103,17 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))  # before connecting: nothing is sent
 
-    with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(tasks)
+    url = broker_url(args.url)
 
-        if task is None:
-            send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
-        else:
+    with Broker.connect(url) as broker:
+        broker.declare(tasks)
+        if task is not None:
             # Persistent and confirmed, as in lesson 2. The id travels in the body and as
             # the message_id property; the worker sends the result back under that id.
             broker.publish(tasks, task.encode(), persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
+            return
+    send_lines(url, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
 
 
 if __name__ == "__main__":

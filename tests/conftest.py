@@ -26,7 +26,7 @@ from rabbitmq_node import DENY_DEPRECATED, LocalNode
 from script_runner import REPO, RunningScript, python_on_path
 
 from rabbit_queues.connection import redact_url
-from rabbit_queues.queues import ALL_QUEUES, QueueSpec
+from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
 DOCKER_IMAGE = "rabbitmq:4-management"
 LESSON_QUEUES = [queue.name for queue in ALL_QUEUES]  # with each .retry and .dlq
@@ -187,17 +187,14 @@ class Probe:
         return None if declared is None else declared.consumer_count
 
     def _passive_declare(self, queue: str) -> pika.spec.Queue.DeclareOk | None:
-        try:
-            return self.channel.queue_declare(queue, passive=True).method
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code != 404:
-                raise
+        declared = passive_declare(self.channel, queue)
+        if declared is None:
             self.channel = self._new_channel()  # the broker closed the old one
-            return None
+        return declared
 
     def declare(self, queue: str) -> None:
         """Declare ``queue`` as the lessons do by default (a durable quorum queue)."""
-        QueueSpec(queue).of_type("quorum").declare(self.channel)
+        self.channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
 
     def get_all(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
         """Take every ready message off ``queue``."""

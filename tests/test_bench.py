@@ -15,14 +15,16 @@ ROWS = [
     "|  | bare pika, one confirm per message |",
     "|  | Celery apply_async, confirm_publish |",
     "|  | Dramatiq send, confirm_delivery |",
-    "| Drain, one worker, msg/s | this project, prefetch 1 |",
-    "|  | bare pika loop, prefetch 1 |",
-    "|  | Celery solo pool, acks late, prefetch 1 |",
+    "| Drain, one worker, msg/s | work_queue/worker.py, prefetch 1 |",
+    "|  | work_queue/worker.py --burst |",
+    "|  | bare pika loop, prefetch 1, ack inline |",
+    "|  | pika, handler thread per message, threadsafe ack |",
+    "|  | Celery prefork -c 1, acks late, prefetch 1 |",
     "|  | Celery, the same with its default prefetch (4) |",
     "|  | Dramatiq, 1 process, 1 thread |",
     "| Fair dispatch, makespan s | 3 workers, prefetch 1 |",
     "|  | 3 workers, unlimited prefetch |",
-    "| Worker memory, MB | this project's worker, resident |",
+    "| Worker memory, MB | work_queue/worker.py, resident |",
 ]
 
 

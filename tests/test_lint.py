@@ -1,5 +1,6 @@
 """The code a learner copies is ruff clean."""
 
+import re
 import subprocess
 import sys
 
@@ -31,3 +32,27 @@ def test_no_pickle_or_eval_in_what_handles_messages():
         text = path.read_text()
         for forbidden in ("import pickle", "eval(", "exec(", "import marshal", "import shelve"):
             assert forbidden not in text, f"{path.name} uses {forbidden}"
+
+
+def wrapper_imports() -> dict[str, set[str]]:
+    """For each module of rabbit_queues/, the modules of rabbit_queues/ it imports."""
+    modules = {path.stem: path.read_text() for path in (REPO / "rabbit_queues").glob("*.py")}
+    return {
+        name: set(re.findall(r"^from rabbit_queues\.(\w+) import", text, re.M))
+        for name, text in modules.items()
+        if name != "__init__"
+    }
+
+
+def test_no_wrapper_module_imports_one_that_imports_it_back():
+    imports = wrapper_imports()
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            module == goal or (module not in seen and reaches(module, goal, seen | {module}))
+            for module in imports.get(start, ())
+        )
+
+    assert [name for name in imports if reaches(name, name, set())] == []
+    assert "broker" not in imports["cli"]  # argument parsing needs no connection
+    assert "delivery" in imports["broker"]  # the check above is not vacuous

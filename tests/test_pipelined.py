@@ -15,7 +15,7 @@ PLAIN = QueueSpec("pipelined-test.plain")
 def queues(probe):
     for spec in (OVERFLOWING, PLAIN):
         probe.channel.queue_delete(spec.name)
-        spec.declare(probe.channel)
+        probe.channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
     yield
     for spec in (OVERFLOWING, PLAIN):
         probe.channel.queue_delete(spec.name)

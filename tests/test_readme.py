@@ -1,6 +1,7 @@
 """The README is the front door: every command it shows is run by a test, or says why not."""
 
 import re
+import textwrap
 
 import pytest
 import yaml
@@ -164,3 +165,34 @@ def test_every_link_to_a_section_finds_its_heading(name):
     links = re.findall(r"\]\(#([^)]+)\)", outside_code)
     assert links
     assert sorted(set(links) - anchors) == []
+
+
+def quoted_python_blocks(text: str) -> list[tuple[str, str]]:
+    """(file, code) for each ```python block that quotes this repository: the paragraph just
+    before it links to a .py file, or it follows such a block directly. (Other Python, such
+    as Celery's way of writing a chain, is not a quote.)"""
+    quotes, quoted_file, previous_end = [], None, 0
+    for block in re.finditer(r"^```python\n(.*?)^```\n", text, re.M | re.S):
+        between = text[previous_end : block.start()]
+        introduction = between.strip().split("\n\n")[-1]  # the paragraph just before it
+        linked = re.findall(r"\]\(([\w./-]+\.py)\)", introduction)
+        if linked:
+            quoted_file = linked[-1]
+        elif between.strip():
+            quoted_file = None
+        if quoted_file is not None:
+            quotes.append((quoted_file, block.group(1)))
+        previous_end = block.end()
+    return quotes
+
+
+@pytest.mark.parametrize("name", ["README.md", "README.ru.md"])
+def test_every_python_block_quoting_a_file_is_verbatim(name):
+    """What the README shows of the code is what the code says, word for word (at any
+    indentation): the lesson half of the wrapper, and a worker using it."""
+    quotes = quoted_python_blocks((REPO / name).read_text())
+    assert {file for file, _ in quotes} == {"rabbit_queues/broker.py", "work_queue/worker.py"}
+    for file, code in quotes:
+        source = (REPO / file).read_text()
+        indents = (textwrap.indent(code, " " * spaces) for spaces in range(0, 17, 4))
+        assert any(indented in source for indented in indents), (file, code)

@@ -57,7 +57,8 @@ def test_ctrl_c_twice_quits_at_once_and_the_task_goes_back(scripts, probe):
 
 
 def test_a_task_longer_than_the_heartbeat_is_done_once(scripts, probe, broker):
-    """pika sends heartbeats from the connection's thread, which never runs the task."""
+    """pika only sends heartbeats while a thread is inside pika: during the six-second task
+    (three heartbeat timeouts) the worker's pump thread serves the connection."""
     url = broker.url + "?heartbeat=2"
     worker = scripts.start_worker(f"python work_queue/worker.py --url '{url}'")
 

@@ -27,18 +27,20 @@ def main() -> None:
     args = parser.parse_args()
     task_queue = TASK_QUEUE.of_type(args.queue_type)
 
-    with Broker.connect(broker_url(args.url)) as broker:
+    url = broker_url(args.url)
+
+    with Broker.connect(url) as broker:
         broker.declare(task_queue)  # durable: the queue survives a broker restart
-        if args.words == ["-"]:
-            # Many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
-            send_lines(broker, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
+        if args.words != ["-"]:
+            task = " ".join(args.words) or "Hello World!"
+            # Persistent: written to disk, so the task survives a broker restart too.
+            # publish() returns once the broker has confirmed it (publisher confirms):
+            # after " [x] Sent", the task is RabbitMQ's responsibility.
+            broker.publish(task_queue, task, persistent=True)
+            print(f" [x] Sent '{task}'")
             return
-        task = " ".join(args.words) or "Hello World!"
-        # Persistent: written to disk, so the task survives a broker restart too.
-        # publish() returns once the broker has confirmed it (publisher confirms):
-        # after " [x] Sent", the task is RabbitMQ's responsibility.
-        broker.publish(task_queue, task, persistent=True)
-        print(f" [x] Sent '{task}'")
+    # `-`: many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
+    send_lines(url, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
 
 
 if __name__ == "__main__":
