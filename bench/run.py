@@ -73,7 +73,7 @@ def main() -> None:
         try:
             for repeat in range(1, args.repeats + 1):
                 print(f" [*] Run {repeat} of {args.repeats} (N={args.n})", file=sys.stderr)
-                for name, value in run_once(url, probe, args.n).items():
+                for name, value in run_once(url, probe, args.n, repeat).items():
                     samples.setdefault(name, []).append(value)
                     print(f"     {name}: {show(value)}", file=sys.stderr)
         finally:
@@ -86,10 +86,12 @@ def main() -> None:
     draw_chart(medians, args.out / "results.png")
 
 
-def run_once(url: str, probe: Probe, n: int) -> dict[str, float | None]:
+def run_once(url: str, probe: Probe, n: int, repeat: int) -> dict[str, float | None]:
     python = sys.executable
     measured: dict[str, float | None] = {}
-    probe.delete(BENCH_QUEUES + DRAMATIQ_EXTRA)
+    # Emptied, not deleted: Celery's producer remembers the queues it declared, and would
+    # publish to a deleted one (into nothing) without declaring it again.
+    probe.purge(BENCH_QUEUES + DRAMATIQ_EXTRA)
 
     # Enqueue N no-op tasks, bare then this project's way, back to back into fresh queues;
     # then drain them with one worker. The lesson's own worker consumes task_queue, as a
@@ -98,9 +100,10 @@ def run_once(url: str, probe: Probe, n: int) -> dict[str, float | None]:
     measured["enqueue.project"] = bounded(lambda: enqueue_project(url, n, LESSON_QUEUE), n)
     probe.delete([BARE, LESSON_QUEUE.name])
     # One worker drains N no-op tasks: the bare loop, the lesson's worker both ways, and the
-    # threaded pika consumer, one after another on freshly filled queues.
+    # threaded pika consumer, one after another on freshly filled queues (in reverse order
+    # every other run, so that none always goes first).
     lesson_worker = [python, "work_queue/worker.py", "--url", url, *WORKER_ARGS]
-    for key, queue, command in (
+    drains = [
         ("bare", BARE, [python, "-m", "bench.bare_pika_worker", "--url", url, "--queue", BARE]),
         ("project_run", LESSON_QUEUE.name, lesson_worker),
         ("project_burst", LESSON_QUEUE.name, [*lesson_worker, "--burst"]),
@@ -109,7 +112,8 @@ def run_once(url: str, probe: Probe, n: int) -> dict[str, float | None]:
             BARE,
             [python, "-m", "bench.threaded_pika_worker", "--url", url, "--queue", BARE],
         ),
-    ):
+    ]
+    for key, queue, command in drains if repeat % 2 else reversed(drains):
         if queue == BARE:
             enqueue_bare(url, BARE, n, confirm_each=False)
         else:
@@ -199,6 +203,11 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float |
     ``n``). A worker still at it after --drain-budget seconds is rated on what it took by
     then; one that takes nothing for STALL_SECONDS is stalled.
     """
+    deadline = time.monotonic() + STALL_SECONDS  # unconfirmed publishes may still arrive
+    while (waiting := probe.depth(queue)) != n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue} holds {waiting} tasks, not the {n} just enqueued")
+        time.sleep(0.05)
     started = time.perf_counter()
     worker = subprocess.Popen(command, cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
     try:
@@ -309,6 +318,11 @@ class Probe:
             self.channel = self.connection.channel()
             return -1
         return declared.message_count
+
+    def purge(self, queues: list[str]) -> None:
+        for queue in queues:
+            if self.depth(queue) > 0:
+                self.channel.queue_purge(queue)
 
     def delete(self, queues: list[str]) -> None:
         for queue in queues:

@@ -7,7 +7,8 @@ back, or that an error reports, is exactly what the broker has confirmed.
 
 pika's BlockingConnection cannot wait for confirms in the background, so this uses its
 asynchronous SelectConnection, and reads the messages on a thread of their own (they may come
-from a terminal), handing each to the connection's loop with ``add_callback_threadsafe``.
+from a terminal), handing them to the connection's loop in batches (``add_callback_threadsafe``
+once for all that arrive while the loop is busy).
 
 Given a cluster's nodes, it fails over: if its node goes away, it connects to the next one and
 sends again the messages that were not confirmed (some may then arrive twice: at-least-once).
@@ -15,6 +16,7 @@ sends again the messages that were not confirmed (some may then arrive twice: at
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -112,6 +114,9 @@ class _Pipeline:
         self._said_refused = False
         self._reading = False
         self._all_read = False
+        self._incoming: list[Message] = []  # handed over by the reader, not yet published
+        self._wakeup_pending = False  # the loop has been asked to publish _incoming
+        self._handover_lock = threading.Lock()
 
     @property
     def confirmed(self) -> int:
@@ -167,6 +172,13 @@ class _Pipeline:
             threading.Thread(target=self._read, name="reader", daemon=True).start()
         self._close_if_finished()
 
+    def _publish_incoming(self) -> None:
+        with self._handover_lock:
+            incoming, self._incoming = self._incoming, []
+            self._wakeup_pending = False
+        for body, properties in incoming:
+            self._publish(body, properties)
+
     def _publish(self, body: bytes | str, properties: dict[str, Any]) -> None:
         if self.failure is not None:
             return
@@ -190,8 +202,10 @@ class _Pipeline:
         persistent messages before it wait for the disk.
         """
         method = frame.method
-        if method.multiple:
-            settled = [tag for tag in self._unconfirmed if tag <= method.delivery_tag]
+        if method.multiple:  # the tags, sent in order, are the dict's keys in order
+            settled = list(
+                itertools.takewhile(lambda tag: tag <= method.delivery_tag, self._unconfirmed)
+            )
         else:
             settled = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
         messages = [self._unconfirmed.pop(tag) for tag in settled]
@@ -293,10 +307,20 @@ class _Pipeline:
                 self._room.acquire()  # wait for a free place in the window
                 if self.failure is not None:
                     return
-                self._call_soon(self._publish, body, properties)
+                self._hand_over((body, properties))
         except ValueError as error:
             failure = str(error)
         self._call_soon(self._on_read_everything, failure)
+
+    def _hand_over(self, message: Message) -> None:
+        """Queue ``message`` for the loop, and wake the loop only if it is not woken already:
+        one wake-up (a write to its pipe) for as many messages as arrive meanwhile."""
+        with self._handover_lock:
+            self._incoming.append(message)
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        self._call_soon(self._publish_incoming)
 
     def _call_soon(self, function: Callable[..., None], *args: Any) -> None:
         with suppress(Exception):  # the loop has ended already, and reported why
