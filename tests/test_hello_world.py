@@ -5,7 +5,7 @@ import signal
 
 from conftest import restart
 
-SEED_001_MESSAGES = (
+FIFTEEN_MESSAGES = (
     'for i in $(seq 0 14); do echo "$i Hello World"; done | python hello_world/new_task.py -'
 )
 
@@ -23,11 +23,11 @@ def test_send_and_receive(scripts, probe):
 
 
 def test_three_workers_each_get_every_third_message(scripts, probe):
-    """Seed 001's picture: with auto-ack, RabbitMQ deals the messages round-robin."""
+    """With auto-ack, RabbitMQ deals the messages round-robin: each worker every third one."""
     workers = [scripts.start_worker("python hello_world/worker.py") for _ in range(3)]
     assert probe.consumers("hello") == 3
 
-    sent = scripts.run(SEED_001_MESSAGES)
+    sent = scripts.run(FIFTEEN_MESSAGES)
 
     assert sent.returncode == 0, sent.stderr
     assert re.fullmatch(
@@ -81,7 +81,7 @@ def test_transient_messages_in_a_classic_queue_do_not_survive_a_broker_restart(
 
 
 def test_burst_worker_exits_when_queue_is_empty(scripts, probe):
-    assert scripts.run(SEED_001_MESSAGES).returncode == 0
+    assert scripts.run(FIFTEEN_MESSAGES).returncode == 0
 
     worker = scripts.start("python hello_world/worker.py --burst")
 

@@ -70,7 +70,7 @@ def test_each_task_type(scripts, probe, command, expected):
 
 
 def test_a_result_read_is_gone(scripts, probe):
-    """Seed 000's caveat: a queue hands each message to one reader, then forgets it."""
+    """A queue hands each message to one reader, then forgets it."""
     task_id = send(scripts, "python task_queue/new_task.py add 2 3")
     assert scripts.start("python task_queue/worker.py --burst").wait() == 0
 

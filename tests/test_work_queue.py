@@ -5,7 +5,7 @@ import re
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
 
-SEED_002_COMMANDS = [
+FIVE_TASKS = [
     'python work_queue/new_task.py "First task."',
     'python work_queue/new_task.py "Second task.."',
     'python work_queue/new_task.py "Third task..."',
@@ -15,10 +15,10 @@ SEED_002_COMMANDS = [
 
 
 def test_two_workers_share_the_tasks_fairly(scripts, probe):
-    """Seed 002's run: with prefetch_count=1 a task goes to whichever worker is free."""
+    """With prefetch_count=1 a task goes to whichever worker is free."""
     workers = [scripts.start_worker("python work_queue/worker.py") for _ in range(2)]
 
-    for command in SEED_002_COMMANDS:
+    for command in FIVE_TASKS:
         send(scripts, command)
 
     for worker in workers:
