@@ -196,3 +196,19 @@ def test_every_python_block_quoting_a_file_is_verbatim(name):
         source = (REPO / file).read_text()
         indents = (textwrap.indent(code, " " * spaces) for spaces in range(0, 17, 4))
         assert any(indented in source for indented in indents), (file, code)
+
+
+def test_the_repository_speaks_of_no_document_a_reader_does_not_have():
+    """The notes this project grew from are not in the repository: nothing refers to them."""
+    texts = [REPO / ".ci" / "run"] + [
+        path
+        for pattern in ("*.md", "*.py", "*.yml", "*.toml", "*.txt", "*.sh")
+        for path in REPO.rglob(pattern)
+        if not {".git", ".venv", "venv"} & set(path.relative_to(REPO).parts)
+        and path.name != "test_readme.py"
+    ]
+    assert len(texts) > 40
+    for path in texts:
+        text = path.read_text(errors="replace").lower()
+        for mention in ("seed 0", "seeds 0", "seed_0", "../shared"):
+            assert mention not in text, f"{path.relative_to(REPO)} mentions {mention!r}"
