@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -50,19 +49,32 @@ def redact_url(url: str) -> str:
 
 
 def _redact_one(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
+    # Not parsed as a URL: a password holding an unencoded '/', '#' or '?' would end it early
+    # and show the rest. Whatever stands before the last '@' is the user and password.
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host_and_path = rest.rpartition("@")
+    if not separator or not at or ":" not in userinfo:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host_and_path}"
 
 
 def url_parameters(url: str) -> pika.URLParameters:
     """pika's parameters for ``url``; BrokerError (password hidden) if it is malformed."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if any(character in userinfo for character in "/#?"):
+        # pika would read part of the password as the port, and say so, password and all.
+        raise BrokerError(
+            f"invalid broker URL {redact_url(url)}: its user or password holds '/', '#' or "
+            f"'?', which must be percent-encoded (%2F, %23, %3F); {URL_HINT}"
+        )
     try:
         return pika.URLParameters(url)
-    except ValueError as error:
-        raise BrokerError(f"invalid broker URL {redact_url(url)}: {error}; {URL_HINT}") from None
+    except Exception as error:  # pika fails on some malformed URLs with an IndexError
+        reason = str(error) if isinstance(error, ValueError) else "not a URL"
+        raise BrokerError(
+            f"invalid broker URL {redact_url(url)}: {reason} (expected amqp://user:password@"
+            f"host:port/vhost, or amqps:// for TLS); {URL_HINT}"
+        ) from None
 
 
 def open_connection(url: str) -> pika.BlockingConnection:

@@ -97,7 +97,34 @@ def test_malformed_url_is_one_line_without_password(scripts):
     assert failed.returncode == 1
     assert failed.stderr == (
         "error: invalid broker URL amqp://guest:***@host/?bogus=1: Unknown URL parameter: "
-        "'bogus'; check --url or the AMQP_URL environment variable\n"
+        "'bogus' (expected amqp://user:password@host:port/vhost, or amqps:// for TLS); check "
+        "--url or the AMQP_URL environment variable\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "password", ["hunter2/secret", "hunter2#secret", "hunter2?secret", "p@ss:w/rd#1%?"]
+)
+def test_a_password_that_breaks_the_url_is_never_printed(scripts, password):
+    failed = scripts.run(f"python work_queue/new_task.py --url 'amqp://learner:{password}@host/'")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: invalid broker URL amqp://learner:***@host/: its user or password holds '/', "
+        "'#' or '?', which must be percent-encoded (%2F, %23, %3F); check --url or the "
+        "AMQP_URL environment variable\n"
+    )
+    for piece in ("hunter2", "secret", "ss:w", "rd#1"):
+        assert piece not in failed.stdout + failed.stderr
+
+
+def test_a_url_pika_cannot_parse_is_one_line_that_shows_the_expected_form(scripts):
+    failed = scripts.run("python work_queue/new_task.py --url localhost")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: invalid broker URL localhost: not a URL (expected amqp://user:password@host:"
+        "port/vhost, or amqps:// for TLS); check --url or the AMQP_URL environment variable\n"
     )
 
 

@@ -13,6 +13,9 @@ from rabbit_queues.connection import DEFAULT_URL, broker_url, redact_url
         ("amqp://user:a@b@host/", "amqp://user:***@host/"),
         ("amqp://localhost/", "amqp://localhost/"),
         ("amqp://only-user@localhost/", "amqp://only-user@localhost/"),
+        # Unencoded '/', '#', '?' or '@' in the password: still all of it hidden.
+        ("amqp://learner2:hunter2/secret@host/", "amqp://learner2:***@host/"),
+        ("amqp://u:p@ss:w/rd#1%?@host:5672/%2F", "amqp://u:***@host:5672/%2F"),
     ],
 )
 def test_redact_url_hides_the_password(url, shown):
