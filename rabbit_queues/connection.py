@@ -8,6 +8,10 @@ import ssl
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import (
+    AMQPConnectorException,
+    AMQPConnectorStackTimeout,
+)
 
 
 class BrokerError(Exception):
@@ -100,7 +104,7 @@ def connect_to_a_node(url: str, after: str | None = None) -> tuple[pika.Blocking
         parameters = url_parameters(node)
         try:
             return pika.BlockingConnection(parameters), node
-        except (pika.exceptions.AMQPConnectionError, OSError) as error:
+        except (pika.exceptions.AMQPConnectionError, OSError, AMQPConnectorException) as error:
             failure = explain_connection_error(parameters, error)
             if isinstance(error, REFUSALS) or len(nodes) == 1:
                 raise failure from None
@@ -137,8 +141,18 @@ def explain_connection_error(
             f"TLS with RabbitMQ at {where} failed: certificate verify failed: "
             f"{error.verify_message}"
         )
+    if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
+        return BrokerError(
+            f"TLS with RabbitMQ at {where} failed: that port does not speak TLS (it may be a "
+            f"plain amqp:// port; amqps:// is usually on 5671); {URL_HINT}"
+        )
     if isinstance(error, ssl.SSLError):
         return BrokerError(f"TLS with RabbitMQ at {where} failed: {error.reason or error}")
+    if isinstance(error, AMQPConnectorStackTimeout):  # a listener that is not RabbitMQ
+        return BrokerError(
+            f"nothing speaking AMQP answered at {where} within {parameters.stack_timeout:g} s "
+            f"(is that RabbitMQ's AMQP port, 5672 by default?); {URL_HINT}"
+        )
     return BrokerError(
         f"cannot reach RabbitMQ at {where} ({_root_cause(error)}): start the broker "
         f"(docker compose up -d) or {URL_HINT}"

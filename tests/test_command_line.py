@@ -1,5 +1,8 @@
 """What every script promises on the command line: --help, and one-line errors, no traceback."""
 
+import re
+import socket
+
 import pytest
 from rabbitmq_node import free_port
 
@@ -134,8 +137,29 @@ def test_amqps_against_a_plain_port_is_one_line(scripts, broker):
     failed = scripts.run(f"python work_queue/new_task.py --url '{url}'")
 
     assert failed.returncode == 1
-    assert failed.stderr.startswith("error: TLS with RabbitMQ at 127.0.0.1:")
-    assert len(failed.stderr.splitlines()) == 1
+    assert re.fullmatch(
+        r"error: TLS with RabbitMQ at 127\.0\.0\.1:\d+ failed: that port does not speak TLS \(it "
+        r"may be a plain amqp:// port; amqps:// is usually on 5671\); check --url or the "
+        r"AMQP_URL environment variable\n",
+        failed.stderr,
+    ), failed.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_listener_that_is_not_rabbitmq_is_one_line(scripts):
+    """Something that accepts the connection and never answers (a wrong port)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2F?stack_timeout=2"
+
+        failed = scripts.run(f"python work_queue/new_task.py --url '{url}' x")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        f"error: nothing speaking AMQP answered at 127.0.0.1:{port} within 2 s (is that "
+        "RabbitMQ's AMQP port, 5672 by default?); check --url or the AMQP_URL environment "
+        "variable\n"
+    )
 
 
 def test_unbalanced_quote_on_stdin_stops_with_the_count_sent(scripts, probe):
