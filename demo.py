@@ -34,6 +34,7 @@ from rabbit_queues import (
     BrokerError,
     QueueSpec,
     broker_url,
+    counted,
     redact_url,
     run_script,
     script_parser,
@@ -234,9 +235,9 @@ class Demo:
             name, script = queue_figures.name, watched[queue_figures.name]
             if queue_figures.ready:
                 raise BrokerError(
-                    f"queue {name!r} holds {queue_figures.ready} messages from before, and the "
-                    f"demo counts every task: do them first (python {script} --burst) or drop "
-                    f"them (rabbitmqctl purge_queue {name})"
+                    f"queue {name!r} holds {counted(queue_figures.ready, 'messages')} from "
+                    f"before, and the demo counts every task: do them first (python {script} "
+                    f"--burst) or drop them (rabbitmqctl purge_queue {name})"
                 )
             if queue_figures.consumers:
                 raise BrokerError(

@@ -11,6 +11,7 @@ from rabbit_queues.broker import Broker
 from rabbit_queues.cli import (
     add_queue_type_option,
     add_worker_options,
+    counted,
     label_output,
     run_script,
     script_parser,
@@ -41,6 +42,7 @@ __all__ = [
     "add_queue_type_option",
     "add_worker_options",
     "broker_url",
+    "counted",
     "dead_letter_queue",
     "label_output",
     "plain_text",

@@ -117,6 +117,11 @@ class _LabelledLines(io.TextIOBase):
         return self._stream.isatty()
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 task', '2 tasks': ``noun`` is the plural."""
+    return f"{count} {noun.removesuffix('s') if count == 1 else noun}"
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a lesson script: print broker problems in one line on stderr, exit non-zero."""
     # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens.

@@ -29,6 +29,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
+from rabbit_queues.cli import counted
 from rabbit_queues.connection import (
     REFUSALS,
     BrokerError,
@@ -75,7 +76,8 @@ def publish_pipelined(
         pipeline.failure = "interrupted"
     if pipeline.failure is not None:
         raise BrokerError(
-            f"{pipeline.failure} ({pipeline.confirmed} {noun} were sent and confirmed before that)"
+            f"{pipeline.failure} ({counted(pipeline.confirmed, noun)} "
+            f"{'was' if pipeline.confirmed == 1 else 'were'} sent and confirmed before that)"
         )
     return pipeline.confirmed
 
@@ -354,7 +356,7 @@ def send_lines(
         if progress is not None:
             progress.clear()
     elapsed = time.perf_counter() - started
-    print(f" [x] Sent {count} {noun} in {elapsed:.2f} s, each confirmed by the broker")
+    print(f" [x] Sent {counted(count, noun)} in {elapsed:.2f} s, each confirmed by the broker")
 
 
 class _ProgressLine:

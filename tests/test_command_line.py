@@ -167,7 +167,7 @@ def test_unbalanced_quote_on_stdin_stops_with_the_count_sent(scripts, probe):
 
     assert failed.returncode == 1
     assert failed.stderr == (
-        "error: No closing quotation (1 tasks were sent and confirmed before that)\n"
+        "error: No closing quotation (1 task was sent and confirmed before that)\n"
     )
     assert probe.depth("tasks") == 1
 

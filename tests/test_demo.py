@@ -103,7 +103,7 @@ def test_the_demo_refuses_a_queue_with_old_tasks_and_starts_nothing(scripts, pro
     demo = scripts.run("python demo.py work_queue")
     assert demo.returncode == 1
     assert demo.stderr == (
-        "error: queue 'task_queue' holds 1 messages from before, and the demo counts every "
+        "error: queue 'task_queue' holds 1 message from before, and the demo counts every "
         "task: do them first (python work_queue/worker.py --burst) or drop them (rabbitmqctl "
         "purge_queue task_queue)\n"
     )

@@ -163,14 +163,14 @@ def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(sc
     assert listed.stdout == (
         " [x] 1: 'This task will error.' failed: ValueError: task 'This task will error.' "
         "asked to fail (3 attempts)\n"
-        " [*] 1 dead letters in task_queue.dlq\n"
+        " [*] 1 dead letter in task_queue.dlq\n"
     )
     assert probe.depth("task_queue.dlq") == 1  # listing takes nothing away
 
     moved = scripts.run("python work_queue/dead_letters.py --requeue")
 
     assert moved.returncode == 0, moved.stderr
-    assert moved.stdout.endswith(" [*] 1 dead letters moved back to task_queue\n")
+    assert moved.stdout.endswith(" [*] 1 dead letter moved back to task_queue\n")
     assert probe.depth("task_queue.dlq") == 0
     ((properties, body),) = probe.get_all("task_queue")
     assert body == b"This task will error."

@@ -12,6 +12,7 @@ from rabbit_queues import (
     Broker,
     add_queue_type_option,
     broker_url,
+    counted,
     dead_letter_queue,
     run_script,
     script_parser,
@@ -74,7 +75,7 @@ def main() -> None:
                 )
                 broker.channel.basic_ack(method.delivery_tag)  # only once it is back
         verb = "moved back to " + queue.name if args.requeue else "in " + dead_letters.name
-        print(f" [*] {count} dead letters {verb}")
+        print(f" [*] {counted(count, 'dead letters')} {verb}")
 
 
 if __name__ == "__main__":
