@@ -344,6 +344,13 @@ def send_lines(
     printed (or reported in the error, if something fails mid-way) is exactly what the broker
     has confirmed. ``to_message`` may raise ValueError for a line it cannot read.
     """
+    if getattr(lines, "isatty", lambda: False)():  # someone types them: say how
+        singular = noun.removesuffix("s")
+        print(
+            f" [*] Type one {singular} per line; each is sent when you press Enter. "
+            "Ctrl+D to finish.",
+            file=sys.stderr,
+        )
     started = time.perf_counter()
     messages = (to_message(line.rstrip("\r\n")) for line in lines if line.strip())
     # On a terminal, a progress line; into a pipe or a file, only the summary.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import eventually
 from script_runner import REPO
 
 PROGRESS = re.compile(r"\r \[>\] ([\d,]+) tasks confirmed, [\d,]+/s\x1b\[K")
@@ -88,3 +89,38 @@ def test_a_named_worker_labels_its_error_too(scripts):
     )
     assert result.returncode == 1
     assert result.stderr.startswith("results | error: cannot reach RabbitMQ at 127.0.0.1:1 (")
+
+
+@pytest.mark.timeout(60)
+def test_new_task_typed_into_a_terminal_says_how_and_sends_each_line(scripts, probe):
+    """`new_task.py -` with the keyboard as its input: a prompt, then a line, a task."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "work_queue/new_task.py", "-"]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=scripts.env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    written = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal written
+        while text not in written:
+            chunk = os.read(controller, 65536)
+            assert chunk, written
+            written += chunk
+
+    read_until(b"Ctrl+D to finish.")
+    os.write(controller, b"First task.\n")
+    eventually(lambda: probe.depth("task_queue") == 1)  # sent as soon as Enter is pressed
+    os.write(controller, b"Second task..\n\x04")  # Ctrl+D at the start of a line: the end
+    read_until(b"each confirmed by the broker")
+    assert process.wait(timeout=30) == 0
+    os.close(controller)
+    text = written.decode()
+    assert " [*] Type one task per line; each is sent when you press Enter. Ctrl+D to finish." in (
+        text
+    )
+    assert re.search(r" \[x\] Sent 2 tasks in [\d.]+ s, each confirmed by the broker", text)
+    assert probe.depth("task_queue") == 2
