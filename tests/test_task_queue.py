@@ -134,6 +134,9 @@ def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.endswith(" [*] 6 dead letters in tasks.dlq\n")
     assert "failed: BadTask: unknown task type 'divide'" in listed.stdout
+    # The whole task is shown, its type and arguments included; the 1 MiB body is cut.
+    assert f'"id": "{unknown}", "type": "divide", "args": [1, 2]' in listed.stdout
+    assert "... (1048576 bytes)' failed: BadTask: message body is 1048576 bytes" in listed.stdout
     dead = probe.get_all("tasks.dlq")
     assert [properties.message_id for properties, _ in dead] == [
         unknown,

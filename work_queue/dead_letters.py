@@ -25,6 +25,7 @@ from rabbit_queues.delivery import (
 )
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS)}
+SHOWN = 200  # characters of a body shown: a JSON task, id and all, fits
 FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)
 
 
@@ -59,7 +60,8 @@ def main() -> None:
             count += 1
             headers = dict(properties.headers or {})
             text = body.decode(errors="replace")
-            print(f" [x] {count}: {text[:60]!r} failed: {why(headers)}")
+            shown = text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(body)} bytes)"
+            print(f" [x] {count}: {shown!r} failed: {why(headers)}")
             if args.requeue:
                 # A fresh start: attempt 1 again, and no trace of the broker's own headers.
                 stale = (*FAILURE_HEADERS, *BROKER_HEADERS)
