@@ -35,7 +35,12 @@ from rabbit_queues.queues import (
 )
 
 KILLS_WORKERS = (
-    f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it?"
+    f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it, "
+    "or run past RabbitMQ's consumer_timeout?"
+)
+TIMED_OUT = (
+    "ran past RabbitMQ's delivery acknowledgement timeout (consumer_timeout), so RabbitMQ "
+    "took it back: raise the timeout, or split the task"
 )
 
 
@@ -132,7 +137,7 @@ class Broker:
         """Tell RabbitMQ a message is done, so it may delete it (see Delivery.ack)."""
         with self._in_pika:
             if channel is not self.channel or not channel.is_open:
-                raise ConnectionLost("the channel the message came on is gone")
+                raise ConnectionLost(closed_channel(channel))
             # The tag numbers the message on its channel: only that channel can ack it.
             channel.basic_ack(delivery_tag=delivery_tag)
 
@@ -147,9 +152,8 @@ class Broker:
                     return  # --burst: nothing left to do
                 break  # Ctrl+C or SIGTERM
             except LOST as error:
-                print(
-                    f" [!] Lost the connection to RabbitMQ ({type(error).__name__}); reconnecting"
-                )
+                lost = f"Lost the connection to RabbitMQ ({type(error).__name__})"
+                print(f" [!] {error if isinstance(error, ConnectionLost) else lost}; reconnecting")
                 self._disconnect()
                 if not self._reconnect():
                     break
@@ -174,6 +178,7 @@ class Broker:
         self._cancelled_by_broker = False
         self._closed = threading.Event()
         self._previous_signal_handlers: dict[int, Any] = {}
+        self._timed_out: set[str] = set()  # messages RabbitMQ took back from us at its timeout
 
     def __enter__(self) -> Broker:
         return self
@@ -205,7 +210,15 @@ class Broker:
         if self._stop_requested:
             return  # not started: unacknowledged, the broker requeues it when we close
         subscription = self._subscription
-        delivery = Delivery(self, channel, method.delivery_tag, props, body, subscription.queue)
+        delivery = Delivery(
+            self,
+            channel,
+            method.delivery_tag,
+            props,
+            body,
+            subscription.queue,
+            redelivered=bool(method.redelivered),
+        )
         delivery.settled = subscription.auto_ack  # RabbitMQ forgot it when it sent it
         self._handling_since = time.monotonic()
         self._in_pika.release()  # the pump may serve the connection while the handler runs
@@ -219,6 +232,10 @@ class Broker:
         assert self._subscription is not None
         try:
             try:
+                if delivery.redelivered and delivery.fingerprint in self._timed_out:
+                    self._timed_out.discard(delivery.fingerprint)
+                    print(f" [!] {TIMED_OUT}; {delivery.dead_letter(TIMED_OUT)}")
+                    return
                 if delivery.returned >= DELIVERY_LIMIT and not delivery.settled:
                     print(f" [!] {KILLS_WORKERS}; {delivery.dead_letter(KILLS_WORKERS)}")
                     return
@@ -231,8 +248,11 @@ class Broker:
                     print(f" [!] {reason}")
                     return
                 print(f" [!] {reason}; {delivery.dead_letter(reason)}")
-        except LOST:  # not acknowledged on the channel it came on: RabbitMQ requeued it
-            print(" [!] Connection lost before the ack: RabbitMQ will deliver that message again")
+        except LOST as error:  # not acknowledged on the channel it came on: RabbitMQ requeued it
+            if "delivery acknowledgement" in str(error):  # its consumer_timeout: not again here
+                self._timed_out.add(delivery.fingerprint)
+            lost = str(error) if isinstance(error, ConnectionLost) else "Connection lost"
+            print(f" [!] {lost} before the ack: RabbitMQ will deliver that message again")
 
     def _on_cancelled_by_broker(self, _frame: object) -> None:
         self._cancelled_by_broker = True
@@ -244,8 +264,6 @@ class Broker:
         self._tick()
         while not self._stop_requested:
             self._process_events(None)  # until a message is handled, or the next tick
-            if not self.channel.is_open:  # closed by the broker, the connection still open
-                raise ConnectionLost("RabbitMQ closed the channel")
             if self._cancelled_by_broker:
                 raise BrokerError(
                     f"RabbitMQ cancelled this worker's subscription to "
@@ -268,9 +286,13 @@ class Broker:
 
     def _process_events(self, time_limit: float | None) -> None:
         with self._in_pika:
-            if self.connection.is_closed:  # pika would raise a ValueError (its issue #1291)
+            # Closed (maybe by a callback of the last round): pika would fail with a ValueError
+            # (its issue #1291) rather than say so.
+            if self.connection.is_closed:
                 raise pika.exceptions.StreamLostError("the connection closed")
             self.connection.process_data_events(time_limit=time_limit)
+            if self.connection.is_open and not self.channel.is_open:  # closed by the broker
+                raise ConnectionLost(closed_channel(self.channel))
 
     def _nothing_waits(self) -> bool:
         """No message in the queue nor (with manual acks) in its retry queue."""
@@ -325,6 +347,14 @@ class Broker:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous = signal.signal(signum, request_stop)
             self._previous_signal_handlers.setdefault(signum, previous)
+
+
+def closed_channel(channel: BlockingChannel) -> str:
+    """'RabbitMQ closed the channel (its reason)', or 'Connection lost' if it did not."""
+    reason = getattr(channel, "_closing_reason", None)  # what pika recorded when it closed
+    if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+        return f"RabbitMQ closed the channel ({reason.reply_text})"
+    return "Connection lost"
 
 
 Handler = Callable[[Delivery], None]

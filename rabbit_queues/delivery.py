@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 
 from pika.adapters.blocking_connection import BlockingChannel
@@ -49,6 +50,8 @@ class Delivery:
         properties: BasicProperties,
         body: bytes,
         queue: QueueSpec,
+        *,
+        redelivered: bool = False,
     ) -> None:
         self.body = body
         self.properties = properties
@@ -58,6 +61,8 @@ class Delivery:
         self.attempt = attempt if isinstance(attempt, int) and 1 <= attempt <= MAX_ATTEMPTS else 1
         returned = headers.get("x-delivery-count", 0)  # set by quorum queues only
         self.returned = returned if isinstance(returned, int) else 0
+        self.redelivered = redelivered  # RabbitMQ delivered it before (to anyone)
+        self.fingerprint = hashlib.sha256(body).hexdigest()  # to know it again
         self.queue = queue
         self.settled = False
         self._broker, self._channel, self._delivery_tag = broker, channel, delivery_tag

@@ -62,8 +62,9 @@ def free_port() -> int:
 class LocalNode:
     """One `rabbitmq-server` process on 127.0.0.1, removed with everything it wrote."""
 
-    def __init__(self, extra_config: str = "") -> None:
-        """``extra_config``: more rabbitmq.conf lines for this node."""
+    def __init__(self, extra_config: str = "", advanced_config: str = "") -> None:
+        """``extra_config``: more rabbitmq.conf lines for this node; ``advanced_config``: its
+        advanced.config (Erlang terms), for settings rabbitmq.conf does not have."""
         self.name = f"pytest-{os.getpid()}-{secrets.token_hex(3)}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
@@ -94,6 +95,8 @@ class LocalNode:
             )
             + extra_config
         )
+        if advanced_config:
+            (self.directory / "advanced.config").write_text(advanced_config)
         for sub in ("mnesia", "log"):
             (self.directory / sub).mkdir()
         self._hand_to_rabbitmq_user()

@@ -93,14 +93,15 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limi
     assert kills == DELIVERY_LIMIT
     assert worker.matching(r"^ \[!\]") == [
         f" [!] came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that "
-        "took it?; moved to task_queue.dlq"
+        "took it, or run past RabbitMQ's consumer_timeout?; moved to task_queue.dlq"
     ]
     assert not worker.matching("Received")
     assert probe.depth("task_queue") == 0
     listed = scripts.run("python work_queue/dead_letters.py")
     assert listed.stdout == (
         f" [x] 1: 'Poison task....' failed: came back unacknowledged {DELIVERY_LIMIT} times: "
-        "did it kill each worker that took it? (1 attempt)\n [*] 1 dead letter in "
+        "did it kill each worker that took it, or run past RabbitMQ's consumer_timeout? "
+        "(1 attempt)\n [*] 1 dead letter in "
         "task_queue.dlq\n"
     )
     assert worker.process.poll() is None  # and the worker goes on

@@ -5,6 +5,7 @@ import signal
 import pytest
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
+from rabbitmq_node import LocalNode
 
 
 def test_killed_mid_task_with_kill_9_another_worker_does_it(scripts, probe):
@@ -142,3 +143,55 @@ def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert password not in worker.output
+
+
+@pytest.mark.timeout(90)
+def test_a_task_past_the_consumer_timeout_is_dead_lettered_and_the_worker_goes_on(scripts):
+    """RabbitMQ closes the channel of a worker that holds a task unacknowledged longer than its
+    consumer_timeout (here 3 s; 3.10 checks it once a minute unless channel_tick_interval is
+    shorter) and requeues the task. The worker says why, reconnects, parks the task it could
+    not ack in the dead-letter queue instead of running it again, and goes on."""
+    node = LocalNode(
+        extra_config="consumer_timeout = 3000\n",
+        advanced_config="[{rabbit, [{channel_tick_interval, 1000}]}].\n",
+    )
+    try:
+        node.start()
+        scripts.env["AMQP_URL"] = node.url
+        worker = scripts.start_worker("python work_queue/worker.py")
+        send(scripts, 'python work_queue/new_task.py "Long task......"')
+        send(scripts, 'python work_queue/new_task.py "Next task."')
+
+        worker.wait_for(r"ran past RabbitMQ's delivery acknowledgement timeout", timeout=30)
+        worker.wait_for(r"^ \[x\] Received 'Next task\.'$")
+        worker.wait_for(r"^ \[x\] Done$", count=2)
+        lines = worker.lines
+        first_done = lines.index(" [x] Done")
+        closed = lines[first_done + 1]
+        assert closed.startswith(
+            " [!] RabbitMQ closed the channel (PRECONDITION_FAILED - delivery acknowledgement "
+        ), lines
+        assert closed.endswith(" before the ack: RabbitMQ will deliver that message again")
+        assert lines[first_done + 2].startswith(" [!] RabbitMQ closed the channel (")
+        assert lines[first_done + 2].endswith("; reconnecting")
+        assert lines[first_done + 3].startswith(" [*] Reconnected to ")
+        assert lines[first_done + 4] == (
+            " [!] ran past RabbitMQ's delivery acknowledgement timeout (consumer_timeout), so "
+            "RabbitMQ took it back: raise the timeout, or split the task; moved to "
+            "task_queue.dlq"
+        )
+        assert received(worker) == ["Long task......", "Next task."]  # run once, not looped
+        after = Probe(node.url)
+        try:
+            assert after.depth("task_queue") == 0
+            assert after.consumers("task_queue") == 1  # consuming again, not alive but idle
+            ((properties, body),) = after.get_all("task_queue.dlq")
+            assert body == b"Long task......"
+            assert properties.headers["x-dead-letter-reason"].startswith("ran past RabbitMQ's")
+        finally:
+            after.close()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+    finally:
+        scripts.stop_all()
+        node.remove()
