@@ -97,7 +97,7 @@ class _LabelledLines(io.TextIOBase):
         self._stream = stream
         self._label = label
         self._at_line_start = True
-        self._lock = threading.Lock()  # the handler thread prints too
+        self._lock = threading.Lock()  # a line may be written from another thread
 
     def write(self, text: str) -> int:
         with self._lock:
