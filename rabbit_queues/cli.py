@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -126,6 +127,9 @@ def run_script(main: Callable[[], None]) -> None:
     """Run a lesson script: print broker problems in one line on stderr, exit non-zero."""
     # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # SIGTERM (kill) stops a script as Ctrl+C does, saying what it had done. (A worker asks
+    # for a clean stop on both instead, once it consumes.)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main()
     except BrokerError as error:

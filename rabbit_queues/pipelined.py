@@ -72,12 +72,16 @@ def publish_pipelined(
     )
     try:
         pipeline.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl+C, or SIGTERM (run_script makes it one)
         pipeline.failure = "interrupted"
     if pipeline.failure is not None:
+        confirmed, unknown = pipeline.confirmed, len(pipeline.unconfirmed)
+        # Sent but not confirmed: the broker may have queued them or not (at-least-once).
+        maybe = f"; {unknown} more {'was' if unknown == 1 else 'were'} sent without a confirm: "
+        maybe += "they may or may not be in the queue (its depth tells)"
         raise BrokerError(
-            f"{pipeline.failure} ({counted(pipeline.confirmed, noun)} "
-            f"{'was' if pipeline.confirmed == 1 else 'were'} sent and confirmed before that)"
+            f"{pipeline.failure} ({counted(confirmed, noun)} {'was' if confirmed == 1 else 'were'}"
+            f" sent and confirmed before that{maybe if unknown else ''})"
         )
     return pipeline.confirmed
 
@@ -107,7 +111,7 @@ class _Pipeline:
         self._acked = 0
         self._returned = 0  # unroutable: RabbitMQ returns such a message, then acks it anyway
         self._room = threading.Semaphore(window)  # free places in the window
-        self._unconfirmed: dict[int, Message] = {}  # by delivery tag: sent, not acked yet
+        self.unconfirmed: dict[int, Message] = {}  # by delivery tag: sent, not acked yet
         self._backlog: list[Message] = []  # read while no channel was open: to send
         self._next_tag = 0
         self._resent: int | None = None  # failing over: how many are sent again
@@ -195,7 +199,7 @@ class _Pipeline:
             mandatory=True,  # no such queue: the broker returns the message
         )
         self._next_tag += 1
-        self._unconfirmed[self._next_tag] = (body, properties)
+        self.unconfirmed[self._next_tag] = (body, properties)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         """An ack or a nack for one message, or (``multiple``) for all up to its tag.
@@ -206,11 +210,11 @@ class _Pipeline:
         method = frame.method
         if method.multiple:  # the tags, sent in order, are the dict's keys in order
             settled = list(
-                itertools.takewhile(lambda tag: tag <= method.delivery_tag, self._unconfirmed)
+                itertools.takewhile(lambda tag: tag <= method.delivery_tag, self.unconfirmed)
             )
         else:
-            settled = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
-        messages = [self._unconfirmed.pop(tag) for tag in settled]
+            settled = [method.delivery_tag] if method.delivery_tag in self.unconfirmed else []
+        messages = [self.unconfirmed.pop(tag) for tag in settled]
         if isinstance(method, Basic.Nack) and time.monotonic() < self._recovering_until:
             self._send_again_soon(messages)  # they keep their places in the window
         elif isinstance(method, Basic.Nack):
@@ -248,8 +252,8 @@ class _Pipeline:
     def _take_back_unconfirmed(self) -> list[Message]:
         """The messages sent on the current channel and not confirmed, in the order sent;
         they are no longer waited for there (their places in the window stay taken)."""
-        messages = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
-        self._unconfirmed.clear()
+        messages = [self.unconfirmed[tag] for tag in sorted(self.unconfirmed)]
+        self.unconfirmed.clear()
         return messages
 
     def _on_returned(self, *_args: object) -> None:
@@ -279,7 +283,7 @@ class _Pipeline:
         nothing_left = not self._backlog and not self._refused
         finished = (self._all_read and nothing_left) or self.failure is not None
         connection = self.connection
-        if finished and not self._unconfirmed and connection is not None and connection.is_open:
+        if finished and not self.unconfirmed and connection is not None and connection.is_open:
             connection.close()
 
     def _on_closed(self, _connection: object, reason: BaseException) -> None:

@@ -1,7 +1,9 @@
 """Lesson 2, work_queue: every command of the README's work_queue section, run for real."""
 
 import re
+import signal
 
+import pytest
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
 
@@ -176,3 +178,30 @@ def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(sc
     assert body == b"This task will error."
     assert properties.headers == {}  # attempt 1 again
     assert properties.delivery_mode == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_bulk_producer_stopped_mid_way_says_what_was_confirmed_and_what_may_be_queued(
+    scripts, probe, tmp_path
+):
+    """`kill` (SIGTERM) reports like Ctrl+C: N confirmed, and M sent without a confirm, which
+    may or may not be in the queue. Whatever arrived, the queue holds between N and N + M."""
+    lines = tmp_path / "tasks.txt"
+    lines.write_text("".join(f"task {n}\n" for n in range(300_000)))
+    producer = scripts.start(f"bash -c 'exec python work_queue/new_task.py - < {lines}'")
+    eventually(lambda: (probe.depth("task_queue") or 0) > 20_000, timeout=30)
+
+    producer.signal(signal.SIGTERM)
+
+    assert producer.wait() == 1
+    stopped = re.fullmatch(
+        r"error: interrupted \((\d+) tasks were sent and confirmed before that"
+        r"(?:; (\d+) more were sent without a confirm: they may or may not be in the queue "
+        r"\(its depth tells\))?\)",
+        producer.output,
+    )
+    assert stopped, producer.output
+    confirmed, unconfirmed = int(stopped[1]), int(stopped[2] or 0)
+    assert 20_000 <= confirmed < 300_000
+    eventually(lambda: probe.depth("task_queue") >= confirmed)  # all the confirmed ones
+    assert probe.depth("task_queue") <= confirmed + unconfirmed  # and no more than was sent
