@@ -52,20 +52,25 @@ def redact_url(url: str) -> str:
     return ",".join(_redact_one(node) for node in node_urls(url))
 
 
-def _redact_one(url: str) -> str:
-    # Not parsed as a URL: a password holding an unencoded '/', '#' or '?' would end it early
-    # and show the rest. Whatever stands before the last '@' is the user and password.
+def _split_userinfo(url: str) -> tuple[str, str, str]:
+    """(scheme, user and password, host and the rest) of ``url``; the middle is '' if it has
+    none. Split at '://' and at the last '@', not parsed as a URL: a password holding an
+    unencoded '/', '#' or '?' would end a parsed one early, and show the rest."""
     scheme, separator, rest = url.partition("://")
     userinfo, at, host_and_path = rest.rpartition("@")
-    if not separator or not at or ":" not in userinfo:
+    return scheme, userinfo if separator and at else "", host_and_path
+
+
+def _redact_one(url: str) -> str:
+    scheme, userinfo, host_and_path = _split_userinfo(url)
+    if ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host_and_path}"
 
 
 def url_parameters(url: str) -> pika.URLParameters:
     """pika's parameters for ``url``; BrokerError (password hidden) if it is malformed."""
-    userinfo = url.partition("://")[2].rpartition("@")[0]
-    if any(character in userinfo for character in "/#?"):
+    if any(character in _split_userinfo(url)[1] for character in "/#?"):
         # pika would read part of the password as the port, and say so, password and all.
         raise BrokerError(
             f"invalid broker URL {redact_url(url)}: its user or password holds '/', '#' or "
