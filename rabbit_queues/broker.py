@@ -218,8 +218,8 @@ class Broker:
             body,
             subscription.queue,
             redelivered=bool(method.redelivered),
+            settled=subscription.auto_ack,
         )
-        delivery.settled = subscription.auto_ack  # RabbitMQ forgot it when it sent it
         self._handling_since = time.monotonic()
         self._in_pika.release()  # the pump may serve the connection while the handler runs
         try:
@@ -232,7 +232,11 @@ class Broker:
         assert self._subscription is not None
         try:
             try:
-                if delivery.redelivered and delivery.fingerprint in self._timed_out:
+                if (
+                    self._timed_out
+                    and delivery.redelivered
+                    and delivery.fingerprint in self._timed_out
+                ):
                     self._timed_out.discard(delivery.fingerprint)
                     print(f" [!] {TIMED_OUT}; {delivery.dead_letter(TIMED_OUT)}")
                     return

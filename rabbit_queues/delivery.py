@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Protocol
 
@@ -52,6 +53,7 @@ class Delivery:
         queue: QueueSpec,
         *,
         redelivered: bool = False,
+        settled: bool = False,
     ) -> None:
         self.body = body
         self.properties = properties
@@ -62,10 +64,14 @@ class Delivery:
         returned = headers.get("x-delivery-count", 0)  # set by quorum queues only
         self.returned = returned if isinstance(returned, int) else 0
         self.redelivered = redelivered  # RabbitMQ delivered it before (to anyone)
-        self.fingerprint = hashlib.sha256(body).hexdigest()  # to know it again
         self.queue = queue
-        self.settled = False
+        self.settled = settled  # with auto-ack, RabbitMQ forgot it when it sent it
         self._broker, self._channel, self._delivery_tag = broker, channel, delivery_tag
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """To know the message again when it comes back (hashed only if ever asked)."""
+        return hashlib.sha256(self.body).hexdigest()
 
     def ack(self) -> None:
         """Tell RabbitMQ the work is done, so it may delete the message."""
