@@ -26,20 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rabbit_queues import (
-    HELLO,
-    RESULTS,
-    TASK_QUEUE,
-    TASKS,
-    BrokerError,
-    QueueSpec,
-    broker_url,
-    counted,
-    redact_url,
-    run_script,
-    script_parser,
-)
-from rabbit_queues.inspection import PassiveDeclares
+try:
+    from rabbit_queues import (
+        HELLO,
+        RESULTS,
+        TASK_QUEUE,
+        TASKS,
+        BrokerError,
+        QueueSpec,
+        broker_url,
+        counted,
+        redact_url,
+        run_script,
+        script_parser,
+    )
+    from rabbit_queues.inspection import PassiveDeclares
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 REPO = Path(__file__).resolve().parent
 WORKERS = 3

@@ -14,14 +14,20 @@ import sys
 import time
 from datetime import datetime
 
-from rabbit_queues import broker_url, redact_url, run_script, script_parser
-from rabbit_queues.inspection import (
-    ManagementUnavailable,
-    PassiveDeclares,
-    QueueFigures,
-    from_management_api,
-    management_url,
-)
+try:
+    from rabbit_queues import broker_url, redact_url, run_script, script_parser
+    from rabbit_queues.inspection import (
+        ManagementUnavailable,
+        PassiveDeclares,
+        QueueFigures,
+        from_management_api,
+        management_url,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 COLUMNS = ("name", "messages_ready", "messages_unacknowledged", "consumers")
 

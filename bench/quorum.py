@@ -18,7 +18,7 @@ import statistics
 import sys
 
 from bench.run import Probe, drain, enqueue_project, timed
-from rabbit_queues import QueueSpec, broker_url
+from rabbit_queues import QueueSpec, broker_url, dead_letter_queue
 from rabbit_queues.queues import QueueType
 
 QUEUES: dict[QueueType, QueueSpec] = {
@@ -47,10 +47,16 @@ def main() -> None:
                 for queue_type, spec in QUEUES.items():
                     probe.delete(ALL_QUEUES)
                     queue = spec.of_type(queue_type)
-                    enqueue = args.n / timed(lambda q=queue: enqueue_project(url, args.n, q))
+                    # "0": a task of 0 ms for bench/project_worker.py (anything else fails).
+                    enqueue = args.n / timed(
+                        lambda q=queue: enqueue_project(url, args.n, q, body="0")
+                    )
                     command = [sys.executable, "-m", "bench.project_worker", "--url", url]
                     command += ["--queue", spec.name, "--queue-type", queue_type]
                     rate, _ = drain(probe, spec.name, args.n, command)
+                    dead_letters = dead_letter_queue(queue).name
+                    if (failed := probe.depth(dead_letters)) > 0:  # it measured failures
+                        raise RuntimeError(f"{failed} tasks were dead-lettered: see the worker")
                     for name, value in (
                         (f"enqueue.{queue_type}", enqueue),
                         (f"drain.{queue_type}", rate),

@@ -93,14 +93,17 @@ def run_once(url: str, probe: Probe, n: int, repeat: int) -> dict[str, float | N
     # publish to a deleted one (into nothing) without declaring it again.
     probe.purge(BENCH_QUEUES + DRAMATIQ_EXTRA)
 
-    # Enqueue N no-op tasks, bare and this project's way, back to back into fresh queues (the
-    # order swapped every other run: the second pays for the disk writes of the first).
+    # Enqueue N no-op tasks, bare and this project's way, one after the other into fresh
+    # queues (the order swapped every other run). Bare pika without confirms is done when it
+    # has written them, not when RabbitMQ has taken them: the next enqueue starts once the
+    # queue holds all N, so that it does not pay for the broker's backlog of the last.
     enqueues = [
-        ("bare", lambda: enqueue_bare(url, BARE, n, confirm_each=False)),
-        ("project", lambda: enqueue_project(url, n, LESSON_QUEUE)),
+        ("bare", BARE, lambda: enqueue_bare(url, BARE, n, confirm_each=False)),
+        ("project", LESSON_QUEUE.name, lambda: enqueue_project(url, n, LESSON_QUEUE)),
     ]
-    for key, enqueue in enqueues if repeat % 2 else reversed(enqueues):
+    for key, queue, enqueue in enqueues if repeat % 2 else reversed(enqueues):
         measured[f"enqueue.{key}"] = bounded(enqueue, n)
+        wait_until_queued(probe, queue, n)
     probe.delete([BARE, LESSON_QUEUE.name])
     # One worker drains N no-op tasks: the bare loop, the lesson's worker both ways, and the
     # threaded pika consumer, one after another on freshly filled queues (in reverse order
@@ -160,11 +163,12 @@ def bounded(action: Callable[[], object], n: int) -> float | None:
     return n / spent[0] if spent else None
 
 
-def enqueue_project(url: str, n: int, queue: QueueSpec) -> None:
-    """This project's `new_task.py -` path: pipelined confirms, a window of 1,000."""
+def enqueue_project(url: str, n: int, queue: QueueSpec, body: str = "x") -> None:
+    """This project's `new_task.py -` path: pipelined confirms, `pipelined.WINDOW` in flight.
+    ("x" is a no-op for work_queue/worker.py; bench/project_worker.py takes "0".)"""
     with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         connection.channel().queue_declare(queue.name, durable=True, arguments=queue.arguments)
-    publish_pipelined(url, queue, (("x", {}) for _ in range(n)), persistent=True)
+    publish_pipelined(url, queue, ((body, {}) for _ in range(n)), persistent=True)
 
 
 def enqueue_bare(url: str, queue: str, n: int, *, confirm_each: bool) -> None:
@@ -206,11 +210,7 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float |
     ``n``). A worker still at it after --drain-budget seconds is rated on what it took by
     then; one that takes nothing for STALL_SECONDS is stalled.
     """
-    deadline = time.monotonic() + STALL_SECONDS  # unconfirmed publishes may still arrive
-    while (waiting := probe.depth(queue)) != n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{queue} holds {waiting} tasks, not the {n} just enqueued")
-        time.sleep(0.05)
+    wait_until_queued(probe, queue, n)
     started = time.perf_counter()
     worker = subprocess.Popen(command, cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
     try:
@@ -238,6 +238,15 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float |
             worker.kill()
             worker.wait()
         probe.channel.queue_purge(queue)  # what a slow worker left
+
+
+def wait_until_queued(probe: Probe, queue: str, n: int) -> None:
+    """Until ``queue`` holds the ``n`` tasks just sent (unconfirmed ones may still arrive)."""
+    deadline = time.monotonic() + STALL_SECONDS
+    while (waiting := probe.depth(queue)) != n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue} holds {waiting} tasks, not the {n} just enqueued")
+        time.sleep(0.05)
 
 
 def budget() -> float:

@@ -8,16 +8,22 @@ python hello_world/new_task.py -               sends one message per line of sta
 
 import sys
 
-from rabbit_queues import (
-    HELLO,
-    Broker,
-    add_queue_type_option,
-    broker_url,
-    plain_text,
-    run_script,
-    script_parser,
-    send_lines,
-)
+try:
+    from rabbit_queues import (
+        HELLO,
+        Broker,
+        add_queue_type_option,
+        broker_url,
+        plain_text,
+        run_script,
+        script_parser,
+        send_lines,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 
 def main() -> None:

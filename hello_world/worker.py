@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Lesson 1, worker: print each message of the 'hello' queue (one second of work per '.').
+"""Lesson 1, worker: print each message of the 'hello' queue (one second of work per '.', at
+most 60).
 
 Auto-ack: RabbitMQ deletes a message as soon as it sends it, so what a worker holds when it
 dies is lost. Lesson 2 (work_queue) fixes that with manual acknowledgements.
@@ -7,23 +8,34 @@ dies is lost. Lesson 2 (work_queue) fixes that with manual acknowledgements.
 
 import time
 
-from rabbit_queues import (
-    HELLO,
-    Broker,
-    Delivery,
-    add_queue_type_option,
-    add_worker_options,
-    broker_url,
-    label_output,
-    run_script,
-    script_parser,
-)
+try:
+    from rabbit_queues import (
+        HELLO,
+        Broker,
+        Delivery,
+        add_queue_type_option,
+        add_worker_options,
+        broker_url,
+        label_output,
+        run_script,
+        script_parser,
+        shortened,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
+
+MAX_SECONDS = 60  # fake work has a bound too: 100,000 dots would be 27 hours
 
 
 def on_message(delivery: Delivery) -> None:
     message = delivery.body.decode()
-    print(f" [x] Received '{message}'")
+    print(f" [x] Received '{shortened(message)}'")
     dots = message.count(".")  # fake work: one second per dot
+    if dots > MAX_SECONDS:
+        raise OverflowError(f"{dots} dots: more than {MAX_SECONDS} s of work")
     if dots:  # (even time.sleep(0) gives up the CPU, for ~0.1 ms here)
         time.sleep(dots)
     print(" [x] Done")

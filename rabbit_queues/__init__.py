@@ -1,10 +1,11 @@
 """The small wrapper over pika that the lesson scripts share.
 
 It is the only place that knows how to reach the broker and how each queue is declared, so a
-producer and a worker can never declare the same queue differently. Its lesson is broker.py:
-the top half shows pika's own calls (confirm_delivery, queue_declare, basic_publish,
-basic_qos, basic_consume, basic_ack); the scripts still say where messages are persistent,
-where they are acknowledged and how many a worker may hold (prefetch).
+producer and a worker can never declare the same queue differently. Its lesson is broker.py,
+pika's own calls (confirm_delivery, queue_declare, basic_publish, basic_qos, basic_consume,
+basic_ack) in one short file; what keeps a worker going when things go wrong is its Part 2,
+staying_up.py. The scripts still say where messages are persistent, where they are
+acknowledged and how many a worker may hold (prefetch).
 """
 
 from rabbit_queues.broker import Broker
@@ -15,6 +16,7 @@ from rabbit_queues.cli import (
     label_output,
     run_script,
     script_parser,
+    shortened,
 )
 from rabbit_queues.connection import DEFAULT_URL, BrokerError, broker_url, redact_url
 from rabbit_queues.delivery import Delivery
@@ -51,4 +53,5 @@ __all__ = [
     "run_script",
     "script_parser",
     "send_lines",
+    "shortened",
 ]

@@ -12,17 +12,24 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import pika.exceptions
 
-from rabbit_queues.connection import DEFAULT_URL, BrokerError, redact_url
+from rabbit_queues.connection import BLOCKED_TOO_LONG, DEFAULT_URL, BrokerError, redact_url
 from rabbit_queues.queues import QUEUE_TYPES
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A mistake on the command line is one line, as every other error of the scripts
+        (argparse would print the whole usage, wrapped to the terminal's width)."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def script_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the ``--url`` option every script takes."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -74,12 +81,14 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="start each line with the time it was printed (to the millisecond)",
+        help="start each line with the time it was printed (to the millisecond), and say "
+        "first the process id (to kill -9 this worker)",
     )
 
 
 def label_output(name: str | None, *, timestamps: bool) -> None:
-    """Start every line this process prints with ``name`` and, if asked, the time."""
+    """Start every line this process prints with ``name`` and, if asked, the time (then say
+    the process id first)."""
     if name is None and not timestamps:
         return
 
@@ -89,6 +98,8 @@ def label_output(name: str | None, *, timestamps: bool) -> None:
 
     sys.stdout = _LabelledLines(sys.stdout, label)
     sys.stderr = _LabelledLines(sys.stderr, label)
+    if timestamps:
+        print(f" [*] Process id {os.getpid()}")
 
 
 class _LabelledLines(io.TextIOBase):
@@ -118,6 +129,12 @@ class _LabelledLines(io.TextIOBase):
         return self._stream.isatty()
 
 
+def shortened(text: str, limit: int = 200) -> str:
+    """``text``, or its first ``limit`` characters and its length: a 20 MB message must not
+    flood the terminal. (200 characters: a JSON task, id and all, fits.)"""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def counted(count: int, noun: str) -> str:
     """'1 task', '2 tasks': ``noun`` is the plural."""
     return f"{count} {noun.removesuffix('s') if count == 1 else noun}"
@@ -125,8 +142,9 @@ def counted(count: int, noun: str) -> str:
 
 def run_script(main: Callable[[], None]) -> None:
     """Run a lesson script: print broker problems in one line on stderr, exit non-zero."""
-    # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens.
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens;
+    # one write per line, even where PYTHONUNBUFFERED would make one per piece of a print.
+    sys.stdout.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     # SIGTERM (kill) stops a script as Ctrl+C does, saying what it had done. (A worker asks
     # for a clean stop on both instead, once it consumes.)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -134,6 +152,11 @@ def run_script(main: Callable[[], None]) -> None:
         main()
     except BrokerError as error:
         sys.exit(f"error: {error}")
+    except pika.exceptions.ConnectionBlockedTimeout:
+        sys.exit(
+            f"error: {BLOCKED_TOO_LONG}; the message was not confirmed: it may or may not be "
+            "in the queue"
+        )
     except pika.exceptions.AMQPError as error:
         sys.exit(f"error: lost the connection to RabbitMQ ({type(error).__name__}: {error})")
     except KeyboardInterrupt:

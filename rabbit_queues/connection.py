@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -116,6 +118,35 @@ def connect_to_a_node(url: str, after: str | None = None) -> tuple[pika.Blocking
             failures.append(failure)
     reasons = "; ".join(without_advice(failure) for failure in failures)
     raise BrokerError(f"no node of the cluster answers ({reasons}); {URL_HINT}")
+
+
+BLOCKED = (
+    " [!] RabbitMQ is blocking publishers ({reason}: a resource alarm, see `rabbitmqctl "
+    "status`); waiting until it lifts, Ctrl+C to stop"
+)
+UNBLOCKED = " [*] RabbitMQ accepts publishers again"
+BLOCKED_TOO_LONG = "RabbitMQ blocked publishers longer than the URL's blocked_connection_timeout"
+
+
+def report_blocking(connection: Any, blocked: Callable[[bool], None] = lambda _: None) -> None:
+    """Say so when RabbitMQ blocks this connection's publishes, and when it lets them go.
+
+    Under a resource alarm (memory or disk running low) RabbitMQ stops reading from every
+    connection that publishes: a publish then waits, silently, until the alarm lifts. Give
+    ``?blocked_connection_timeout=SECONDS`` in the URL to give up after that long instead.
+    ``connection`` is pika's asynchronous connection; ``blocked`` is told each change.
+    """
+
+    def on_blocked(_connection: object, frame: Any) -> None:
+        blocked(True)
+        print(BLOCKED.format(reason=frame.method.reason), flush=True)
+
+    def on_unblocked(_connection: object, _frame: object) -> None:
+        blocked(False)
+        print(UNBLOCKED, flush=True)
+
+    connection.add_on_connection_blocked_callback(on_blocked)
+    connection.add_on_connection_unblocked_callback(on_unblocked)
 
 
 def without_advice(error: BaseException) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import struct
+import time
 from typing import Any, Protocol
 
+import pika.data
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import BasicProperties
+from pika.spec import FRAME_END_SIZE, FRAME_HEADER_SIZE, BasicProperties
 
 from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
@@ -23,6 +26,7 @@ ORIGINAL_QUEUE_HEADER = "x-original-queue"  # where it came from, to move it bac
 # Headers only the broker sets (dead-lettering out of <queue>.retry, counting returns): a copy
 # of the message does not carry them.
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+MAX_REASON = 1000  # characters of a failure's reason kept in a header
 
 
 class ConnectionLost(Exception):
@@ -32,7 +36,11 @@ class ConnectionLost(Exception):
 class Settler(Protocol):
     """What a delivery needs of the broker it came from (the Broker)."""
 
+    frame_max: int  # the largest frame the connection may send, in bytes
+
     def ack(self, channel: BlockingChannel, delivery_tag: int) -> None: ...
+
+    def reject(self, channel: BlockingChannel, delivery_tag: int) -> None: ...
 
     def publish(
         self, spec: QueueSpec, body: bytes | str, *, persistent: bool, **properties: Any
@@ -66,6 +74,7 @@ class Delivery:
         self.redelivered = redelivered  # RabbitMQ delivered it before (to anyone)
         self.queue = queue
         self.settled = settled  # with auto-ack, RabbitMQ forgot it when it sent it
+        self.back_by: float | None = None  # retried: when (time.monotonic()) it is due back
         self._broker, self._channel, self._delivery_tag = broker, channel, delivery_tag
 
     @functools.cached_property
@@ -75,8 +84,9 @@ class Delivery:
 
     def ack(self) -> None:
         """Tell RabbitMQ the work is done, so it may delete the message."""
-        self._settle()
+        self._check_unsettled()
         self._broker.ack(self._channel, self._delivery_tag)
+        self.settled = True
 
     @property
     def is_last_attempt(self) -> bool:
@@ -92,39 +102,85 @@ class Delivery:
         """
         if self.is_last_attempt:
             return f"{self.dead_letter(reason)} after {self.attempt} attempts"
-        self._forward(
+        note = self._forward(
             retry_queue(self.queue),
             {ATTEMPTS_HEADER: self.attempt + 1, REASON_HEADER: reason},
             expiration=str(RETRY_DELAY_SECONDS * 1000),
         )
-        return f"retry in {RETRY_DELAY_SECONDS} s (attempt {self.attempt + 1} of {MAX_ATTEMPTS})"
+        self.back_by = time.monotonic() + RETRY_DELAY_SECONDS
+        attempt = f"attempt {self.attempt + 1} of {MAX_ATTEMPTS}"
+        return f"retry in {RETRY_DELAY_SECONDS} s ({attempt}){note}"
 
     def dead_letter(self, reason: str) -> str:
         """Park the message in ``<queue>.dlq`` with ``reason`` in its headers, and ack it; for
         a message that can never succeed. Returns what happened, to print."""
         headers = {ATTEMPTS_HEADER: self.attempt, REASON_HEADER: reason}
-        self._forward(
+        note = self._forward(
             dead_letter_queue(self.queue), {**headers, ORIGINAL_QUEUE_HEADER: self.queue.name}
         )
-        return f"moved to {dead_letter_queue(self.queue).name}"
+        return f"moved to {dead_letter_queue(self.queue).name}{note}"
 
-    def _forward(self, queue: QueueSpec, headers: dict[str, Any], **properties: Any) -> None:
-        """Publish a copy (confirmed), then ack this one. A crash between the two leaves both
-        the copy and the original: at-least-once."""
-        self._settle()
-        self._broker.publish(
-            queue,
-            self.body,
-            persistent=True,
+    def drop(self) -> None:
+        """Reject the message for good: for one RabbitMQ would not even take a copy of."""
+        self._check_unsettled()
+        self._broker.reject(self._channel, self._delivery_tag)
+        self.settled = True
+
+    def _forward(self, queue: QueueSpec, headers: dict[str, Any], **properties: Any) -> str:
+        """Publish a copy (confirmed), then ack this one; return a note on the copy, if any.
+        A crash between the two leaves both the copy and the original: at-least-once."""
+        self._check_unsettled()
+        headers = {**headers, REASON_HEADER: headers[REASON_HEADER][:MAX_REASON]}
+        copy = dict(
             headers={**self.headers, **headers},
             message_id=self.properties.message_id,
             correlation_id=self.properties.correlation_id,
             content_type=self.properties.content_type,
             **properties,
         )
+        note = ""
+        if _header_frame_size(BasicProperties(**copy)) > self._broker.frame_max:
+            # RabbitMQ would close the connection (frame_too_large) and send the message
+            # back, again and again: copy it without the headers it came with.
+            copy["headers"], note = headers, " (without its own headers: too large to copy)"
+        self._broker.publish(queue, self.body, persistent=True, **copy)
         self._broker.ack(self._channel, self._delivery_tag)
+        self.settled = True
+        return note
 
-    def _settle(self) -> None:
+    def _check_unsettled(self) -> None:
         if self.settled:
             raise RuntimeError("this message was already acknowledged or dead-lettered")
-        self.settled = True
+
+
+def _header_frame_size(properties: BasicProperties) -> int:
+    """Bytes of the frame that carries a message's properties: one frame, never split."""
+    class_weight_and_body_size = 12
+    encoded = sum(map(len, properties.encode()))
+    return FRAME_HEADER_SIZE + class_weight_and_body_size + encoded + FRAME_END_SIZE
+
+
+def _read_and_write_float_headers() -> None:
+    """pika (1.4.4 still; its issue #599) reads a float or double header as a truncated int
+    (3.14159 becomes 3) and cannot write one at all. Other clients (Java, .NET) send them, and
+    a worker's copy of a message must keep its headers as they came: fixed here, for pika."""
+    decode_value, encode_value = pika.data.decode_value, pika.data.encode_value
+
+    def decode(encoded: bytes, offset: int) -> tuple[Any, int]:
+        kind = encoded[offset : offset + 1]
+        if kind == b"f":
+            return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
+        if kind == b"d":
+            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
+        return decode_value(encoded, offset)
+
+    def encode(pieces: list[bytes], value: Any) -> int:
+        if isinstance(value, float):
+            pieces.append(struct.pack(">cd", b"d", value))
+            return 9
+        return encode_value(pieces, value)
+
+    pika.data.decode_value, pika.data.encode_value = decode, encode
+
+
+_read_and_write_float_headers()

@@ -17,11 +17,12 @@ sends again the messages that were not confirmed (some may then arrive twice: at
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pika
@@ -31,20 +32,24 @@ from pika.spec import Basic, BasicProperties
 
 from rabbit_queues.cli import counted
 from rabbit_queues.connection import (
+    BLOCKED_TOO_LONG,
     REFUSALS,
     BrokerError,
     explain_connection_error,
     node_urls,
     redact_url,
+    report_blocking,
     url_parameters,
 )
 from rabbit_queues.queues import QueueSpec
 
-WINDOW = 1000  # unconfirmed messages in flight at most
+WINDOW = 5000  # unconfirmed messages in flight at most
 # After a failover, a quorum queue may refuse (nack) messages while it elects a new leader.
 # For this long after one, refused messages are sent again, every RESEND_DELAY seconds.
 RECOVERY_SECONDS = 30
 RESEND_DELAY = 0.5
+SIGNAL_CHECK_SECONDS = 0.1  # how soon the loop notices Ctrl+C or SIGTERM
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Message = tuple[bytes | str, dict[str, Any]]  # a body and its properties (message_id, ...)
 
 
@@ -72,7 +77,7 @@ def publish_pipelined(
     )
     try:
         pipeline.run()
-    except KeyboardInterrupt:  # Ctrl+C, or SIGTERM (run_script makes it one)
+    except KeyboardInterrupt:  # a second Ctrl+C or SIGTERM, or not on the main thread
         pipeline.failure = "interrupted"
     if pipeline.failure is not None:
         confirmed, unknown = pipeline.confirmed, len(pipeline.unconfirmed)
@@ -123,6 +128,7 @@ class _Pipeline:
         self._incoming: list[Message] = []  # handed over by the reader, not yet published
         self._wakeup_pending = False  # the loop has been asked to publish _incoming
         self._handover_lock = threading.Lock()
+        self._interrupted = False  # by Ctrl+C or SIGTERM: the loop stops at its next look
 
     @property
     def confirmed(self) -> int:
@@ -131,9 +137,40 @@ class _Pipeline:
 
     def run(self) -> None:
         self._connect_to_next_node()
-        self.ioloop.start()  # returns when the connection has closed for good
+        with self._stopped_between_callbacks_by_signals():
+            self.ioloop.start()  # returns when the connection has closed for good
+
+    @contextmanager
+    def _stopped_between_callbacks_by_signals(self) -> Iterator[None]:
+        """Ctrl+C and SIGTERM stop the loop between two of its callbacks, never inside one:
+        a KeyboardInterrupt raised in the middle of _on_confirm would lose the messages it
+        was counting, and the counts reported would no longer be exact. A second one raises
+        KeyboardInterrupt at once."""
+        if threading.current_thread() is not threading.main_thread():  # no signals there
+            yield
+            return
+
+        def request_stop(_signum: int, _frame: object) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+
+        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+        self._stop_if_interrupted()
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     # -- on the connection's loop ---------------------------------------------------------
+
+    def _stop_if_interrupted(self) -> None:
+        if self._interrupted:
+            self.failure = "interrupted"
+            self.ioloop.stop()
+        else:
+            self.ioloop.call_later(SIGNAL_CHECK_SECONDS, self._stop_if_interrupted)
 
     def _connect_to_next_node(self) -> None:
         self._node = (self._node + 1) % len(self.nodes)
@@ -141,13 +178,15 @@ class _Pipeline:
         self.parameters = url_parameters(self.nodes[self._node])
         self.connection = pika.SelectConnection(
             self.parameters,
-            on_open_callback=lambda connection: connection.channel(
-                on_open_callback=self._on_channel_open
-            ),
+            on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,
             custom_ioloop=self.ioloop,
         )
+
+    def _on_connection_open(self, connection: pika.SelectConnection) -> None:
+        report_blocking(connection)  # a resource alarm makes us wait: say so
+        connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, _connection: object, error: BaseException) -> None:
         if self._nodes_left > 0 and not isinstance(error, REFUSALS):  # as connect_to_a_node
@@ -292,7 +331,9 @@ class _Pipeline:
             self.ioloop.stop()
             return
         lost = f"lost the connection to RabbitMQ ({type(reason).__name__})"
-        if self.failure is None and len(self.nodes) > 1:
+        if isinstance(reason, pika.exceptions.ConnectionBlockedTimeout):
+            lost = BLOCKED_TOO_LONG  # an alarm blocks every node of a cluster: no failover
+        elif self.failure is None and len(self.nodes) > 1:
             # What was sent and not confirmed may or may not have reached the queue: send it
             # again to the next node, first thing (at-least-once).
             resend = self._take_back_unconfirmed()
@@ -344,7 +385,7 @@ def send_lines(
 ) -> None:
     """``new_task.py -``: send one message per non-blank line, then print one summary line.
 
-    Pipelined: up to a thousand messages are in flight, unconfirmed, at a time; the count
+    Pipelined: up to five thousand messages are in flight, unconfirmed, at a time; the count
     printed (or reported in the error, if something fails mid-way) is exactly what the broker
     has confirmed. ``to_message`` may raise ValueError for a line it cannot read.
     """

@@ -13,20 +13,29 @@ import math
 import shlex
 import sys
 
-from rabbit_queues import (
-    TASKS,
-    Broker,
-    add_queue_type_option,
-    broker_url,
-    run_script,
-    script_parser,
-    send_lines,
-)
-from rabbit_queues.task_messages import MAX_CHAIN_STEPS, Step, Task
+try:
+    from task_messages import MAX_CHAIN_STEPS, BadTask, Step, Task
+    from tasks import registry
+
+    from rabbit_queues import (
+        TASKS,
+        Broker,
+        add_queue_type_option,
+        broker_url,
+        run_script,
+        script_parser,
+        send_lines,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("type", help="task type: add, mul, sleep, wordcount; or - for stdin")
+    known = ", ".join(registry.names)
+    parser.add_argument("type", help=f"task type: {known}; or - for stdin")
     parser.add_argument("args", nargs="*", help="its arguments: numbers, or text in quotes")
     parser.add_argument(
         "--then",
@@ -59,12 +68,18 @@ def parse_argument(text: str) -> object:
 
 
 def build_task(args: argparse.Namespace) -> Task:
-    """A task, or the first task of a chain; ValueError if the chain is too long."""
+    """A task, or the first task of a chain; ValueError if a worker could not run it (an
+    unknown type, the wrong arguments: a typo is caught here, not in the worker's terminal)
+    or if the chain is too long."""
     first = Step(args.type, [parse_argument(argument) for argument in args.args])
-    if not args.then:
-        return Task.new(first.type, first.args)
     then = [Step(type, [parse_argument(a) for a in arguments]) for type, *arguments in args.then]
-    return Task.new_chain(first, then)
+    try:
+        registry.check(first.type, first.args)
+        for step in then:
+            registry.check(step.type, step.args, after_a_step=True)
+    except BadTask as error:
+        raise ValueError(str(error)) from None
+    return Task.new_chain(first, then) if then else Task.new(first.type, first.args)
 
 
 def describe(task: Task) -> str:
@@ -100,8 +115,8 @@ def main() -> None:
         parser.error("- reads the tasks from standard input and takes no arguments")
     try:
         task = None if args.type == "-" else build_task(args)
-    except ValueError as error:
-        parser.error(str(error))  # before connecting: nothing is sent
+    except ValueError as error:  # before connecting: nothing is sent
+        parser.exit(2, f"error: {error}; nothing was sent\n")
 
     url = broker_url(args.url)
 

@@ -5,18 +5,25 @@ Reading a result acknowledges it, and RabbitMQ deletes it: a queue is not a data
 result read here (or by any other reader of 'results') is gone for everyone else.
 """
 
-from rabbit_queues import (
-    RESULTS,
-    Broker,
-    Delivery,
-    add_queue_type_option,
-    add_worker_options,
-    broker_url,
-    label_output,
-    run_script,
-    script_parser,
-)
-from rabbit_queues.task_messages import Result
+try:
+    from task_messages import Result
+
+    from rabbit_queues import (
+        RESULTS,
+        Broker,
+        Delivery,
+        add_queue_type_option,
+        add_worker_options,
+        broker_url,
+        label_output,
+        run_script,
+        script_parser,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 
 def main() -> None:

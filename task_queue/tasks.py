@@ -4,7 +4,7 @@ decorate it with @registry.task; its type annotations are checked against the JS
 
 import time
 
-from rabbit_queues.task_messages import TaskRegistry
+from task_messages import TaskRegistry  # lesson 3's messages: task_messages.py, beside this file
 
 registry = TaskRegistry()
 

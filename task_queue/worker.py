@@ -7,21 +7,27 @@ not JSON) gets an error result at once, and the message goes to 'tasks.dlq'; a t
 raises is tried again twice, a few seconds apart, before that.
 """
 
-from tasks import registry
+try:
+    from task_messages import BadTask, Result, Task, result_message
+    from tasks import registry
 
-from rabbit_queues import (
-    RESULTS,
-    TASKS,
-    Broker,
-    Delivery,
-    add_queue_type_option,
-    add_worker_options,
-    broker_url,
-    label_output,
-    run_script,
-    script_parser,
-)
-from rabbit_queues.task_messages import BadTask, Result, Task, result_message
+    from rabbit_queues import (
+        RESULTS,
+        TASKS,
+        Broker,
+        Delivery,
+        add_queue_type_option,
+        add_worker_options,
+        broker_url,
+        label_output,
+        run_script,
+        script_parser,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
 
 def main() -> None:

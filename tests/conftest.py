@@ -2,7 +2,10 @@
 
 The `broker` fixture finds a broker in this order, and never skips:
   1. RABBITMQ_URL, if set (the tests empty the lessons' queues there: use a scratch vhost);
-  2. a testcontainers RabbitMQ container, if a Docker daemon answers;
+  2. a testcontainers RabbitMQ container, if a Docker daemon answers: the image
+     RABBITMQ_TEST_IMAGE (default rabbitmq:4-management) with its ports published, or, with
+     RABBITMQ_TEST_NETWORK=host, on the host's network with the settings (own node name,
+     ports, TLS listener) of a throwaway local node (what tests/with-docker.sh does);
   3. a throwaway node of the local `rabbitmq-server`, removed afterwards.
 The system broker at 127.0.0.1:5672 is only used if RABBITMQ_URL points at it.
 """
@@ -18,17 +21,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+import docker.errors
 import pika
 import pika.exceptions
 import pika.spec
 import pytest
-from rabbitmq_node import DENY_DEPRECATED, LocalNode
+from rabbitmq_node import DENY_DEPRECATED, START_TIMEOUT, LocalNode, free_port
 from script_runner import REPO, RunningScript, python_on_path
+
+try:
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+except ImportError:  # testcontainers before the community namespace
+    from testcontainers.rabbitmq import RabbitMqContainer
 
 from rabbit_queues.connection import redact_url
 from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
-DOCKER_IMAGE = "rabbitmq:4-management"
+DOCKER_IMAGE = os.environ.get("RABBITMQ_TEST_IMAGE", "rabbitmq:4-management")
+HOST_NETWORK = os.environ.get("RABBITMQ_TEST_NETWORK") == "host"
+# Ryuk (testcontainers' reaper) may not run: a run removes what a killed one left behind.
+CONTAINER_PREFIX = "rabbit-queues-test-"
+CONTAINER_NAME = f"{CONTAINER_PREFIX}{os.getpid()}"
 LESSON_QUEUES = [queue.name for queue in ALL_QUEUES]  # with each .retry and .dlq
 
 
@@ -45,35 +59,89 @@ class BrokerUnderTest:
     management_metrics: bool = True  # does that API give figures (not only names)?
 
 
-def _from_docker() -> Iterator[BrokerUnderTest] | None:
-    import docker.errors
+def _remove_containers_of_dead_runs(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"name": CONTAINER_PREFIX}):
+        pid = container.name.removeprefix(CONTAINER_PREFIX)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            container.remove(force=True)
+        except (ValueError, PermissionError):  # not one of ours, or a live process
+            continue
 
+
+class HostNetworkRabbitMqContainer(RabbitMqContainer):
+    """On the host's network: nothing is published, the ports it listens on are the host's."""
+
+    def __init__(self, image: str, port: int) -> None:
+        super().__init__(image, port=port, network_mode="host")
+        self.ports.clear()  # docker refuses port bindings with network_mode=host
+
+    def get_container_host_ip(self) -> str:
+        return "127.0.0.1"
+
+    def get_exposed_port(self, port: int) -> int:
+        return int(port)
+
+
+def _from_docker() -> Iterator[BrokerUnderTest] | None:
     try:
-        from testcontainers.community.rabbitmq import RabbitMqContainer
-    except ImportError:  # testcontainers before the community namespace
-        from testcontainers.rabbitmq import RabbitMqContainer
-    try:
-        container = RabbitMqContainer(DOCKER_IMAGE)  # talks to the daemon: raises without one
-    except docker.errors.DockerException:
+        docker.from_env().ping()
+    except docker.errors.DockerException as error:  # no daemon answers
+        if "RABBITMQ_TEST_IMAGE" in os.environ:  # asked for a container: no quiet fallback
+            pytest.fail(f"RABBITMQ_TEST_IMAGE is set, but no Docker daemon answers ({error})")
         return None
-    container.with_exposed_ports(15672)  # the management API
-    # queues.py reads the management API: have RabbitMQ refresh its figures twice a second
-    container.with_env(
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-rabbit collect_statistics_interval 500"
-    )
+    _remove_containers_of_dead_runs(docker.from_env())
+    settings = LocalNode()  # never started: its node name, ports, config and TLS files
+    if HOST_NETWORK:
+        container = HostNetworkRabbitMqContainer(DOCKER_IMAGE, port=settings.port)
+        _with_local_node_settings(container, settings)
+    else:
+        container = RabbitMqContainer(
+            DOCKER_IMAGE, port=settings.port
+        )  # the same port numbers outside as inside, so that they survive a restart
+        container.with_bind_ports(settings.port, settings.port)
+        container.with_bind_ports(15672, settings.management_port)
+        # queues.py reads the management API: have RabbitMQ refresh its figures often
+        container.with_env(
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-rabbit collect_statistics_interval 500"
+        )
+
+    container.with_name(CONTAINER_NAME)
+
+    def restart() -> None:
+        container.get_wrapped_container().restart(timeout=60)
+        eventually(settings.accepts_amqp, timeout=START_TIMEOUT)
 
     def run() -> Iterator[BrokerUnderTest]:
-        with container:
-            host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
-            container_id = container.get_wrapped_container().id
-            yield BrokerUnderTest(
-                url=f"amqp://guest:guest@{host}:{port}/%2F",
-                kind=f"testcontainers {DOCKER_IMAGE}",
-                docker_exec=["docker", "exec", container_id],
-                management_url=f"http://{host}:{container.get_exposed_port(15672)}/",
-            )
+        try:
+            with container:
+                network = "host network" if HOST_NETWORK else "published ports"
+                yield BrokerUnderTest(
+                    url=settings.url,
+                    kind=f"testcontainers {DOCKER_IMAGE} container ({network})",
+                    docker_exec=["docker", "exec", container.get_wrapped_container().id],
+                    restart=restart,
+                    tls_port=settings.tls_port if HOST_NETWORK else None,
+                    ca_file=settings.ca_file if HOST_NETWORK else None,
+                    management_url=settings.management_url,
+                    management_metrics=not DENY_DEPRECATED,
+                )
+        finally:
+            settings.remove()
 
     return run()
+
+
+def _with_local_node_settings(container: RabbitMqContainer, settings: LocalNode) -> None:
+    """Give ``container`` the settings of a local node: its own node name, its AMQP, TLS,
+    management and distribution ports, and an epmd port of its own, so that on the host's
+    network it never meets a system broker's node, epmd or ports."""
+    container.with_volume_mapping(str(settings.directory), str(settings.directory), "ro")
+    for name, value in settings.env.items():
+        if name.startswith("RABBITMQ_") and not name.endswith(("_MNESIA_BASE", "_LOG_BASE")):
+            container.with_env(name, value)
+    container.with_env("ERL_EPMD_PORT", str(free_port()))
 
 
 def _from_local_node() -> Iterator[BrokerUnderTest] | None:
@@ -112,7 +180,11 @@ def pytest_report_header() -> list[str]:
         ).stdout.strip()
         denied = ", every deprecated feature denied" if DENY_DEPRECATED else ""
         local = f"throwaway nodes of the local rabbitmq-server: RabbitMQ {version}{denied}"
-    return [f"broker: a testcontainers {DOCKER_IMAGE} container if Docker answers, else {local}"]
+    network = ", on the host network" if HOST_NETWORK else ""
+    container = f"a testcontainers {DOCKER_IMAGE} container{network}"
+    if "RABBITMQ_TEST_IMAGE" in os.environ:  # asked for: no fallback
+        return [f"broker: {container}; nodes of the tests' own: {local}"]
+    return [f"broker: {container} if Docker answers, else {local}"]
 
 
 @pytest.fixture(scope="session")

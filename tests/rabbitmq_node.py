@@ -47,15 +47,24 @@ logging.getLogger("pika").setLevel(logging.CRITICAL)  # refused connections whil
 PORT_RANGE = range(20000, 32000)
 
 
+# Every port handed out: nothing listens on one until its node starts, so a free-looking port
+# may already belong to another node of this run (a cluster's nodes start side by side).
+HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range."""
+    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range, and
+    that no node of this run was given before."""
     for port in random.sample(PORT_RANGE, 200):
+        if port in HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        HANDED_OUT.add(port)
+        return port
     raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
@@ -145,7 +154,7 @@ class LocalNode:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited early:\n{self.output_tail()}")
-            if self._accepts_amqp():
+            if self.accepts_amqp():
                 return
             time.sleep(0.2)
         raise RuntimeError(
@@ -236,7 +245,7 @@ class LocalNode:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _accepts_amqp(self) -> bool:
+    def accepts_amqp(self) -> bool:
         try:
             pika.BlockingConnection(pika.URLParameters(self.url)).close()
         except (pika.exceptions.AMQPError, OSError):

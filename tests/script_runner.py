@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 WAITING = " [*] Waiting for"  # what every consumer prints once it is subscribed
 
 
+def with_ctrl_c() -> None:
+    """In a child, before exec: Ctrl+C (SIGINT) as in a terminal. A command started in the
+    background by a shell without job control (`pytest &`, some CI runners) inherits SIGINT
+    ignored, and Python then never turns it into KeyboardInterrupt: a test sending it would
+    fail for a reason of the runner, not of the script."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def python_on_path(bin_dir: Path) -> str:
     """A PATH whose `python` is the interpreter running the tests (venv and all)."""
     python = bin_dir / "python"
@@ -38,6 +46,7 @@ class RunningScript:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            preexec_fn=with_ctrl_c,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()

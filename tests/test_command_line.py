@@ -5,6 +5,7 @@ import socket
 
 import pytest
 from rabbitmq_node import free_port
+from readme_output import assert_prints
 
 SCRIPTS = [
     "hello_world/new_task.py",
@@ -20,7 +21,7 @@ SCRIPTS = [
 ]
 # Arguments that make each script connect (and nothing else).
 ARGUMENTS = {
-    "new_task.py": "x",
+    "new_task.py": "wordcount x",  # a task each producer takes (lesson 3 checks its type)
     "worker.py": "--burst",
     "results.py": "--burst",
     "demo.py": "work_queue",
@@ -40,6 +41,20 @@ def test_help_explains_every_option(scripts, script):
         assert "--burst" in shown.stdout
         assert "--name NAME" in shown.stdout
         assert "--verbose" in shown.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_run_outside_the_virtual_environment_a_script_says_so_in_one_line(scripts, script):
+    """`python -S`: no site-packages, so neither pika nor the wrapper, as with a python that
+    is not the virtual environment's."""
+    outside = scripts.run(f"python -S {script} --help")
+
+    assert outside.returncode == 1
+    assert outside.stdout == ""
+    if "/" not in script:  # beside rabbit_queues/, so the first module missing is pika
+        assert "No module named 'pika';" in outside.stderr
+        outside.stderr = outside.stderr.replace("'pika'", "'rabbit_queues'")
+    assert_prints("outside-the-environment", outside.stderr)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -199,3 +214,14 @@ def test_amqps_verifies_the_broker_certificate_and_host_name(scripts, broker, pr
         "failed: IP address mismatch, certificate is not valid for '127.0.0.1'.\n"
     )
     assert probe.depth("task_queue") == 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_mistake_on_the_command_line_is_one_line(scripts, script):
+    arguments = ARGUMENTS.get(script.rsplit("/", 1)[-1], "")
+    wrong = scripts.run(f"python {script} {arguments} --bogus")
+
+    assert wrong.returncode == 2
+    assert wrong.stdout == ""
+    name = script.rsplit("/", 1)[-1]
+    assert wrong.stderr == f"error: unrecognized arguments: --bogus (see {name} --help)\n"

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from readme_output import assert_prints
 
 SUMMARY = re.compile(
     r"^(?P<sent>\d+) tasks sent, (?P<done>\d+) done, (?P<redelivered>\d+) redelivered, "
@@ -54,7 +55,7 @@ def test_the_demo_runs_a_lesson_end_to_end_and_its_table_adds_up(scripts, probe,
     assert done == took - 1
     # Each task done once: by the workers' own counts, the done column adds up.
     assert sum(row[2] for row in rows) == counts["done"] == counts["sent"] - counts["lost"]
-    assert counts["left"] == 0
+    assert counts["left"] == 0, demo.stdout
     assert probe.depth(QUEUE[lesson]) == 0
     assert probe.consumers(QUEUE[lesson]) == 0  # every worker is gone
     if lesson == "hello_world":
@@ -69,6 +70,8 @@ def test_the_demo_runs_a_lesson_end_to_end_and_its_table_adds_up(scripts, probe,
             re.MULTILINE,
         )
         assert redelivery is not None and redelivery.group(1) != killed[0][0], demo.stdout
+    if lesson == "work_queue":
+        assert_prints("demo", demo.stdout, scripts.broker)
     if lesson == "task_queue":
         assert len(re.findall(r"^results  \| \[x\] Task \S+: ", demo.stdout, re.MULTILINE)) >= 12
     assert_no_process_left(demo.stdout)

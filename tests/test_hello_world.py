@@ -2,8 +2,10 @@
 
 import re
 import signal
+import time
 
 from conftest import restart
+from readme_output import assert_prints, prints
 
 FIFTEEN_MESSAGES = (
     'for i in $(seq 0 14); do echo "$i Hello World"; done | python hello_world/new_task.py -'
@@ -12,6 +14,7 @@ FIFTEEN_MESSAGES = (
 
 def test_send_and_receive(scripts, probe):
     worker = scripts.start_worker("python hello_world/worker.py")
+    assert_prints("hello-waiting", worker.output)
 
     sent = scripts.run("python hello_world/new_task.py")
 
@@ -30,11 +33,11 @@ def test_three_workers_each_get_every_third_message(scripts, probe):
     sent = scripts.run(FIFTEEN_MESSAGES)
 
     assert sent.returncode == 0, sent.stderr
-    assert re.fullmatch(
-        r" \[x\] Sent 15 messages in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
-    )
+    assert_prints("hello-fifteen-sent", sent.stdout)
     for worker in workers:
-        worker.wait_for(r"Received '\d+ Hello World'", count=5)
+        worker.wait_for(r"^ \[x\] Done$", count=5)
+    # One of the three prints exactly the README's block (after its waiting line).
+    assert [prints("hello-every-third", "\n".join(w.lines[1:])) for w in workers].count(True) == 1
     numbers = [
         [int(n) for n in re.findall(r"Received '(\d+) Hello World'", worker.output)]
         for worker in workers
@@ -46,7 +49,7 @@ def test_three_workers_each_get_every_third_message(scripts, probe):
         assert per_worker == sorted(per_worker)
 
 
-def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe):
+def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe, broker):
     worker = scripts.start_worker("python hello_world/worker.py")
     for command in (
         "python hello_world/new_task.py First...",
@@ -62,6 +65,13 @@ def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe):
     # The other two had already been pushed to the worker and auto-acked: they are gone.
     assert probe.depth("hello") == 0
     assert worker.matching("Received") == [" [x] Received 'First...'"]
+    # rabbitmqctl says so too (its figures are refreshed every few seconds: poll).
+    listing, deadline = "", time.monotonic() + 30
+    while not prints("hello-nothing-left", listing) and time.monotonic() < deadline:
+        listing = scripts.rabbitmqctl(
+            "rabbitmqctl list_queues name messages_ready messages_unacknowledged"
+        ).stdout
+    assert_prints("hello-nothing-left", listing)
 
 
 def test_transient_messages_in_a_classic_queue_do_not_survive_a_broker_restart(
@@ -88,4 +98,24 @@ def test_burst_worker_exits_when_queue_is_empty(scripts, probe):
     assert worker.wait() == 0
     assert len(worker.matching("Received")) == 15
     assert worker.lines[-1] == " [*] Queue is empty, exiting"
+    assert probe.depth("hello") == 0
+
+
+def test_fake_work_has_a_bound_here_too(scripts, probe):
+    """More than 60 dots is refused, not slept on; with auto-ack the message is gone already,
+    so the worker says why and goes on."""
+    worker = scripts.start_worker("python hello_world/worker.py")
+    long_one = "Too long" + "." * 61
+
+    sent = scripts.run(
+        f'python hello_world/new_task.py "{long_one}" && python hello_world/new_task.py "Next."'
+    )
+
+    assert sent.returncode == 0, sent.stderr
+    worker.wait_for(r"^ \[x\] Received 'Next\.'$")
+    worker.wait_for(r"^ \[x\] Done$")
+    assert worker.lines[1:3] == [
+        f" [x] Received '{long_one}'",
+        " [!] OverflowError: 61 dots: more than 60 s of work",
+    ]
     assert probe.depth("hello") == 0

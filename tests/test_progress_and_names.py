@@ -70,6 +70,7 @@ def test_workers_print_their_name_and_with_verbose_the_time(scripts, probe):
     alice = scripts.start("python work_queue/worker.py --name alice --verbose")
     bob = scripts.start("python work_queue/worker.py --name bob")
     alice.wait_for(r"^\d\d:\d\d:\d\d\.\d\d\d alice \| \[\*\] Waiting for messages")
+    assert alice.lines[0].endswith(f" alice | [*] Process id {alice.process.pid}")
     bob.wait_for(r"^bob \| \[\*\] Waiting for messages")
     for task in ("First task.", "Second task."):
         assert scripts.run(f'python work_queue/new_task.py "{task}"').returncode == 0

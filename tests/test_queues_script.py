@@ -6,6 +6,7 @@ import signal
 
 import pytest
 from rabbitmq_node import LocalNode, free_port
+from readme_output import assert_prints
 
 LONG_TASK = "Long task " + "." * 60  # holds the worker (and the task unacked) for a minute
 
@@ -52,6 +53,8 @@ def test_queues_shows_waiting_and_unacked_tasks_from_the_management_api(scripts,
     once = scripts.run("python queues.py")
     header = ["name", "messages_ready", "messages_unacknowledged", "consumers"]
     assert header in [line.split() for line in once.stdout.splitlines()]
+    if scripts.broker.management_metrics:  # what the README shows, on a default broker
+        assert_prints("queues", once.stdout, scripts.broker)
 
 
 @pytest.mark.timeout(90)

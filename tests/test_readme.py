@@ -1,20 +1,30 @@
-"""The README is the front door: every command it shows is run by a test, or says why not."""
+"""The README and docs/ are the front door: every command they show is run by a test (or says
+why not), every output block the README shows is what a test saw printed, every link lands, and
+the Russian pages match the English ones block for block."""
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
+from readme_output import BLOCKS as README_OUTPUTS
 from script_runner import REPO
 
 README = (REPO / "README.md").read_text()
-README_RU = (REPO / "README.ru.md").read_text()
 CI_SCRIPT = (REPO / ".ci" / "run").read_text()
+# The English pages, and beside each its Russian twin (README.ru.md, docs/NAME.ru.md).
+DOCS = sorted(page for page in (REPO / "docs").glob("*.md") if ".ru." not in page.name)
+PAGES = [REPO / "README.md", *DOCS]
 
+
+def russian(page: Path) -> Path:
+    return page.with_name(page.name.removesuffix(".md") + ".ru.md")
+
+
+ALL_PAGES = [page for english in PAGES for page in (english, russian(english))]
 NOT_RUN_BY_TESTS = {
     "docker compose up -d": "needs a Docker engine; the test machines have none",
-    "docker compose exec rabbitmq rabbitmqctl list_queues name messages_ready "
-    "messages_unacknowledged": "needs a Docker engine; the tests run the same rabbitmqctl line",
     "docker compose --profile demo run --rm demo": (
         "needs a Docker engine; test_demo.py runs the same `python demo.py <lesson>`"
     ),
@@ -49,9 +59,8 @@ NOT_RUN_BY_TESTS = {
     "pip install -r requirements.txt": "run by .ci/run (checked below)",
     "python -m pytest": "the test command itself, run by .ci/run (checked below)",
     "tests/with-rabbitmq4.sh python -m pytest": "run by .ci/run (checked below)",
-    "RABBITMQ_TEST_DENY_DEPRECATED=1 tests/with-rabbitmq4.sh python -m pytest": (
-        "run by .ci/run (checked below)"
-    ),
+    "RABBITMQ_TEST_DENY_DEPRECATED=1 tests/with-rabbitmq4.sh tests/with-docker.sh "
+    "python -m pytest": "run by .ci/run (checked below)",
     'python new_task.py "A task from the tutorial."': (
         "RabbitMQ's tutorial script; test_official_tutorial.py runs tests/tutorial_peer.py, "
         "which declares and publishes exactly as it does"
@@ -73,14 +82,24 @@ NOT_RUN_BY_TESTS = {
 }
 
 
-def command_blocks(readme: str) -> list[str]:
-    """The README's ```bash blocks, in order."""
-    return re.findall(r"^```bash\n(.*?)^```", readme, re.M | re.S)
+def blocks(text: str, kind: str) -> list[str]:
+    """The text's ```KIND blocks, in order (for ```text: with the block's name line)."""
+    return re.findall(rf"^```{kind}\b(.*?)^```", text, re.M | re.S)
+
+
+def command_blocks(text: str) -> list[str]:
+    return [block.removeprefix("\n") for block in blocks(text, "bash")]
 
 
 def readme_commands() -> list[str]:
-    """Each line of the README's ```bash blocks."""
-    return [line for block in command_blocks(README) for line in block.splitlines() if line.strip()]
+    """Each line of the ```bash blocks of the README and of docs/."""
+    return [
+        line
+        for page in PAGES
+        for block in command_blocks(page.read_text())
+        for line in block.splitlines()
+        if line.strip()
+    ]
 
 
 def test_every_readme_command_appears_verbatim_in_a_test():
@@ -98,10 +117,33 @@ def test_every_command_not_run_by_a_test_is_still_in_the_readme():
     assert set(NOT_RUN_BY_TESTS) <= set(readme_commands())
 
 
+def test_the_readme_is_a_short_front_door_and_maps_every_page_of_docs():
+    for page in (REPO / "README.md", REPO / "README.ru.md"):
+        text = page.read_text()
+        assert len(text.splitlines()) <= 350, page.name
+        linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", text))
+        twin = ".ru.md" if page.name == "README.ru.md" else ".md"
+        pages = set(DOCS) if twin == ".md" else {russian(p) for p in DOCS}
+        assert linked == {f"docs/{p.name}" for p in pages}, page.name
+
+
+def test_every_output_block_of_the_readme_is_named_and_checked_by_a_test():
+    """```text NAME: a test runs the command and compares (tests/readme_output.py). Every block
+    of the README is named; a page of docs/ names those it has a test for."""
+    assert all(block.split("\n", 1)[0].strip() for block in blocks(README, "text"))
+    outputs = [block for page in PAGES for block in blocks(page.read_text(), "text")]
+    named = [name for name in (block.split("\n", 1)[0].strip() for block in outputs) if name]
+    assert len(set(named)) == len(named) == len(README_OUTPUTS)
+    sources = "\n".join(path.read_text() for path in (REPO / "tests").glob("test_*.py"))
+    unchecked = [name for name in named if not re.search(rf"prints\(\s*\"{name}\"", sources)]
+    assert unchecked == []
+
+
 def test_ci_installs_the_requirements_and_runs_the_readme_test_command():
     lines = [line.strip() for line in CI_SCRIPT.splitlines()]
     assert "python -m pip install -r requirements.txt" in lines
-    assert any(line.startswith("python -m pip install -r requirements-bench.txt") for line in lines)
+    assert any(line.startswith("python -m pip install -r requirements-dev.txt") for line in lines)
+    assert "-r requirements-bench.txt" in (REPO / "requirements-dev.txt").read_text()
     # Every test command the README gives: RabbitMQ 3.10, 4.0, and 4.0 made strict.
     for command in ("python -m pytest", *(c for c in NOT_RUN_BY_TESTS if "with-rabbitmq4" in c)):
         assert command in lines
@@ -149,35 +191,58 @@ def test_compose_demo_profile_runs_the_demo_against_the_healthy_broker():
     assert "docker compose --profile demo run --rm demo" in readme_commands()
 
 
-def test_the_russian_readme_shows_the_same_command_blocks_in_the_same_order():
-    assert command_blocks(README_RU) == command_blocks(README)
-    assert "[Русская версия](README.ru.md)" in README
-    assert "[English version](README.md)" in README_RU
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_the_russian_page_shows_the_same_blocks_in_the_same_order(page):
+    """Commands, outputs (the scripts speak English in both) and code, block for block."""
+    english, translated = page.read_text(), russian(page).read_text()
+    for kind in ("bash", "text", "python", "json"):
+        assert blocks(translated, kind) == blocks(english, kind), kind
+    assert f"[Русская версия]({russian(page).name})" in english
+    assert f"[English version]({page.name})" in translated
 
 
-@pytest.mark.parametrize("name", ["README.md", "README.ru.md"])
-def test_every_link_to_a_section_finds_its_heading(name):
-    text = (REPO / name).read_text()
-    outside_code = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors of the page's headings: lower case, punctuation dropped, spaces made
+    hyphens."""
+    outside_code = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
     headings = re.findall(r"^#+ (.*)$", outside_code, re.M)
-    # GitHub's anchors: lower case, punctuation dropped, spaces made hyphens.
-    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
-    links = re.findall(r"\]\(#([^)]+)\)", outside_code)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", ALL_PAGES, ids=lambda page: page.name)
+def test_every_link_lands(page):
+    """A file that exists; a heading of the page linked to; a line that holds the code the
+    link shows ([`prefetch_count=1`](work_queue/worker.py#L75))."""
+    outside_code = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+    links = re.findall(r"\[([^\]]*)\]\(([^)\s]+)\)", outside_code)
     assert links
-    assert sorted(set(links) - anchors) == []
+    for text, target in links:
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), target
+        if fragment.startswith("L") and fragment[1:].isdigit():
+            line = linked.read_text().splitlines()[int(fragment[1:]) - 1]
+            code = re.fullmatch(r"`([^`]+)`", text)
+            assert code, f"{target}: a line link shows the code it points at"
+            assert code[1].removesuffix("()") in line, (target, line)
+        elif fragment:
+            assert fragment in anchors(linked), target
 
 
-def quoted_python_blocks(text: str) -> list[tuple[str, str]]:
+def quoted_python_blocks(page: Path) -> list[tuple[Path, str]]:
     """(file, code) for each ```python block that quotes this repository: the paragraph just
     before it links to a .py file, or it follows such a block directly. (Other Python, such
     as Celery's way of writing a chain, is not a quote.)"""
+    text = page.read_text()
     quotes, quoted_file, previous_end = [], None, 0
     for block in re.finditer(r"^```python\n(.*?)^```\n", text, re.M | re.S):
         between = text[previous_end : block.start()]
         introduction = between.strip().split("\n\n")[-1]  # the paragraph just before it
         linked = re.findall(r"\]\(([\w./-]+\.py)\)", introduction)
         if linked:
-            quoted_file = linked[-1]
+            quoted_file = (page.parent / linked[-1]).resolve()
         elif between.strip():
             quoted_file = None
         if quoted_file is not None:
@@ -186,16 +251,22 @@ def quoted_python_blocks(text: str) -> list[tuple[str, str]]:
     return quotes
 
 
-@pytest.mark.parametrize("name", ["README.md", "README.ru.md"])
-def test_every_python_block_quoting_a_file_is_verbatim(name):
-    """What the README shows of the code is what the code says, word for word (at any
+@pytest.mark.parametrize("page", ALL_PAGES, ids=lambda page: page.name)
+def test_every_python_block_quoting_a_file_is_verbatim(page):
+    """What the pages show of the code is what the code says, word for word (at any
     indentation): the lesson half of the wrapper, and a worker using it."""
-    quotes = quoted_python_blocks((REPO / name).read_text())
-    assert {file for file, _ in quotes} == {"rabbit_queues/broker.py", "work_queue/worker.py"}
-    for file, code in quotes:
-        source = (REPO / file).read_text()
+    for file, code in quoted_python_blocks(page):
+        source = file.read_text()
         indents = (textwrap.indent(code, " " * spaces) for spaces in range(0, 17, 4))
         assert any(indented in source for indented in indents), (file, code)
+
+
+def test_the_wrapper_page_quotes_the_lesson_half_and_a_worker():
+    quoted = {
+        file.relative_to(REPO).as_posix()
+        for file, _ in quoted_python_blocks(REPO / "docs" / "wrapper.md")
+    }
+    assert quoted == {"rabbit_queues/broker.py", "work_queue/worker.py"}
 
 
 def test_the_repository_speaks_of_no_document_a_reader_does_not_have():

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from script_runner import REPO
-
-from rabbit_queues.task_messages import BadTask, Result, Step, Task, TaskRegistry, result_message
+from task_messages import BadTask, Result, Step, Task, TaskRegistry, result_message
 
 
 def load_lesson_registry() -> TaskRegistry:

@@ -6,6 +6,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from readme_output import assert_prints
 
 # Message bodies as any producer might send them: bytes, JSON, tasks good and bad. No
 # 'sleep': a fuzzed sleep would take up to a minute.
@@ -34,15 +35,20 @@ def send(scripts, command):
     return match.group(2)
 
 
-def test_add_then_read_the_result(scripts, probe):
+def test_add_then_read_the_result(scripts, probe, broker):
     worker = scripts.start_worker("python task_queue/worker.py")
-
-    task_id = send(scripts, "python task_queue/new_task.py add 2 3")
-
-    worker.wait_for(rf"^ \[x\] Received add\(2, 3\), task id {task_id}$")
-    worker.wait_for(r"^ \[x\] Done: add\(2, 3\) = 5$")
     results = scripts.start_worker("python task_queue/results.py")
-    results.wait_for(rf"^ \[x\] Task {task_id}: add\(2, 3\) = 5$")
+
+    sent = scripts.run("python task_queue/new_task.py add 2 3")
+
+    assert sent.returncode == 0, sent.stderr
+    assert_prints("task-sent", sent.stdout)
+    task_id = re.search(rf"task id ({UUID})", sent.stdout)[1]
+    worker.wait_for(r"^ \[x\] Done: ")
+    results.wait_for(rf"^ \[x\] Task {task_id}: ")
+    assert_prints("task-worker", worker.output)
+    assert_prints("task-result", results.output)
+    assert task_id in worker.output  # the same id all along
     assert probe.depth("results") == 0
 
 
@@ -102,11 +108,53 @@ def test_stdin_sends_many_tasks(scripts, probe):
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        (
+            "python task_queue/new_task.py divide 1 2",
+            "unknown task type 'divide' (known: add, mul, sleep, wordcount)",
+        ),
+        (
+            "python task_queue/new_task.py add 1 2 3",
+            "wrong arguments for add: too many positional arguments",
+        ),
+        ("python task_queue/new_task.py add two 3", "add: a must be float, got 'two'"),
+        (
+            "python task_queue/new_task.py add 2 3 --then mul 4 5",
+            "wrong arguments for mul: too many positional arguments",
+        ),
+    ],
+)
+def test_the_producer_refuses_a_task_no_worker_could_run(scripts, probe, command, error):
+    refused = scripts.run(command)
+
+    assert refused.returncode == 2
+    assert refused.stderr == f"error: {error}; nothing was sent\n"
+    assert refused.stdout == ""
+    assert probe.depth("tasks") is None  # it did not even connect
+
+
+def test_the_readme_shows_the_refusal_of_an_unknown_type(scripts):
+    refused = scripts.run("python task_queue/new_task.py divide 1 2")
+
+    assert refused.returncode == 2
+    assert_prints("task-refused", refused.stderr)
+
+
+def publish_task(probe, task_id: str, task_type: str, args: list) -> str:
+    """A task as another producer might send it, unchecked."""
+    body = json.dumps({"id": task_id, "type": task_type, "args": args}).encode()
+    probe.publish("tasks", body, message_id=task_id, content_type="application/json")
+    return task_id
+
+
 def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
     worker = scripts.start_worker("python task_queue/worker.py")
-    unknown = send(scripts, "python task_queue/new_task.py divide 1 2")
-    too_many = send(scripts, "python task_queue/new_task.py add 1 2 3")
-    not_a_number = send(scripts, "python task_queue/new_task.py add two 3")
+    # From other producers: the worker trusts no message, checked by a producer or not.
+    unknown = publish_task(probe, "bad-1", "divide", [1, 2])
+    too_many = publish_task(probe, "bad-2", "add", [1, 2, 3])
+    not_a_number = publish_task(probe, "bad-3", "add", ["two", 3])
     probe.publish("tasks", b'{"id": "raw-1", "type": "add"', message_id="raw-1")  # broken JSON
     probe.publish("tasks", b"\xff\xfe", message_id="raw-2")  # not UTF-8
     probe.publish("tasks", b" " * 2**20, message_id="raw-3")  # 1 MiB
@@ -136,7 +184,8 @@ def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
     assert "failed: BadTask: unknown task type 'divide'" in listed.stdout
     # The whole task is shown, its type and arguments included; the 1 MiB body is cut.
     assert f'"id": "{unknown}", "type": "divide", "args": [1, 2]' in listed.stdout
-    assert "... (1048576 bytes)' failed: BadTask: message body is 1048576 bytes" in listed.stdout
+    cut = "... (1,048,576 characters)' failed: BadTask: message body is 1048576 bytes"
+    assert cut in listed.stdout
     dead = probe.get_all("tasks.dlq")
     assert [properties.message_id for properties, _ in dead] == [
         unknown,

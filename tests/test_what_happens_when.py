@@ -1,4 +1,4 @@
-"""The README's "What happens when..." section: the damage done for real, nothing lost."""
+"""docs/what-happens-when.md: the damage done for real, nothing lost."""
 
 import signal
 

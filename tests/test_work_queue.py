@@ -6,31 +6,38 @@ import signal
 import pytest
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
+from readme_output import assert_prints
 
-FIVE_TASKS = [
-    'python work_queue/new_task.py "First task."',
-    'python work_queue/new_task.py "Second task.."',
-    'python work_queue/new_task.py "Third task..."',
-    'python work_queue/new_task.py "Fourth task...."',
-    'python work_queue/new_task.py "Fifth task....."',
+FAIR_DISPATCH = [
+    'python work_queue/new_task.py "First task....."',
+    'python work_queue/new_task.py "Second task."',
+    'python work_queue/new_task.py "Third task."',
+    'python work_queue/new_task.py "Fourth task."',
 ]
 
 
 def test_two_workers_share_the_tasks_fairly(scripts, probe):
-    """With prefetch_count=1 a task goes to whichever worker is free."""
+    """With prefetch_count=1 a task goes to whichever worker is free: while one is busy five
+    seconds with the first task, the other does the three short ones (dealt in turn, the
+    third would have waited behind the first)."""
     workers = [scripts.start_worker("python work_queue/worker.py") for _ in range(2)]
+    assert probe.consumers("task_queue") == 2
 
-    for command in FIVE_TASKS:
+    for command in FAIR_DISPATCH:
         send(scripts, command)
 
     for worker in workers:
-        worker.wait_for(r"^ \[x\] Received 'First task\.'|^ \[x\] Received 'Second task\.\.'")
-    first = next(w for w in workers if "First task." in received(w))
-    second = next(w for w in workers if w is not first)
-    first.wait_for(r"^ \[x\] Done$", count=3, timeout=20)
-    second.wait_for(r"^ \[x\] Done$", count=2, timeout=20)
-    assert received(first) == ["First task.", "Third task...", "Fifth task....."]
-    assert received(second) == ["Second task..", "Fourth task...."]
+        worker.wait_for(r"^ \[x\] Received '(First|Second) task\.")
+    busy = next(w for w in workers if "First task....." in received(w))
+    free = next(w for w in workers if w is not busy)
+    free.wait_for(r"^ \[x\] Done$", count=3, timeout=20)
+    busy.wait_for(r"^ \[x\] Done$", timeout=20)
+    assert busy.lines == [
+        " [*] Waiting for messages. To exit press CTRL+C",
+        " [x] Received 'First task.....'",
+        " [x] Done",
+    ]
+    assert_prints("fair-dispatch", free.output)
     assert probe.depth("task_queue") == 0
 
 
@@ -40,13 +47,8 @@ def test_a_failing_task_is_retried_then_dead_lettered_with_its_reason(scripts, p
     send(scripts, 'python work_queue/new_task.py "This task will error."')
     send(scripts, 'python work_queue/new_task.py "A good task."')
 
-    failure = " [!] Failed: task 'This task will error.' asked to fail; "
     worker.wait_for(r"^ \[!\] Failed: .* moved to task_queue\.dlq after 3 attempts$", timeout=30)
-    assert worker.matching("Failed") == [
-        failure + "retry in 2 s (attempt 2 of 3)",
-        failure + "retry in 2 s (attempt 3 of 3)",
-        failure + "moved to task_queue.dlq after 3 attempts",
-    ]
+    assert_prints("retried-then-dead-lettered", "\n".join(worker.matching("This task will error")))
     # The good task did not wait behind the retries.
     failing = "This task will error."
     assert received(worker) == [failing, "A good task.", failing, failing]
@@ -162,17 +164,13 @@ def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(sc
     listed = scripts.run("python work_queue/dead_letters.py")
 
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout == (
-        " [x] 1: 'This task will error.' failed: ValueError: task 'This task will error.' "
-        "asked to fail (3 attempts)\n"
-        " [*] 1 dead letter in task_queue.dlq\n"
-    )
+    assert_prints("dead-letters-listed", listed.stdout)
     assert probe.depth("task_queue.dlq") == 1  # listing takes nothing away
 
     moved = scripts.run("python work_queue/dead_letters.py --requeue")
 
     assert moved.returncode == 0, moved.stderr
-    assert moved.stdout.endswith(" [*] 1 dead letter moved back to task_queue\n")
+    assert_prints("dead-letters-requeued", moved.stdout)
     assert probe.depth("task_queue.dlq") == 0
     ((properties, body),) = probe.get_all("task_queue")
     assert body == b"This task will error."
@@ -202,6 +200,8 @@ def test_a_bulk_producer_stopped_mid_way_says_what_was_confirmed_and_what_may_be
     )
     assert stopped, producer.output
     confirmed, unconfirmed = int(stopped[1]), int(stopped[2] or 0)
-    assert 20_000 <= confirmed < 300_000
+    # The queue held over 20,000 before the signal, and only what was sent can be in it; how many
+    # of those were confirmed by then depends on how far the broker's disk writes lagged.
+    assert confirmed > 0 and 20_000 < confirmed + unconfirmed < 300_000
     eventually(lambda: probe.depth("task_queue") >= confirmed)  # all the confirmed ones
     assert probe.depth("task_queue") <= confirmed + unconfirmed  # and no more than was sent

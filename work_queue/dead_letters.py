@@ -2,30 +2,37 @@
 """List the dead letters of a queue, with why each failed; or move them back once fixed.
 
 python work_queue/dead_letters.py                      lists task_queue.dlq
-python work_queue/dead_letters.py --queue tasks        lists tasks.dlq (lesson 3)
+python work_queue/dead_letters.py --queue tasks        lists tasks.dlq (lesson 3; or results)
 python work_queue/dead_letters.py --requeue            moves them back to task_queue
 """
 
-from rabbit_queues import (
-    TASK_QUEUE,
-    TASKS,
-    Broker,
-    add_queue_type_option,
-    broker_url,
-    counted,
-    dead_letter_queue,
-    run_script,
-    script_parser,
-)
-from rabbit_queues.delivery import (
-    ATTEMPTS_HEADER,
-    BROKER_HEADERS,
-    ORIGINAL_QUEUE_HEADER,
-    REASON_HEADER,
-)
+try:
+    from rabbit_queues import (
+        RESULTS,
+        TASK_QUEUE,
+        TASKS,
+        Broker,
+        add_queue_type_option,
+        broker_url,
+        counted,
+        dead_letter_queue,
+        run_script,
+        script_parser,
+        shortened,
+    )
+    from rabbit_queues.delivery import (
+        ATTEMPTS_HEADER,
+        BROKER_HEADERS,
+        ORIGINAL_QUEUE_HEADER,
+        REASON_HEADER,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
 
-QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS)}
-SHOWN = 200  # characters of a body shown: a JSON task, id and all, fits
+QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS, RESULTS)}
 FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)
 
 
@@ -59,8 +66,7 @@ def main() -> None:
                 break
             count += 1
             headers = dict(properties.headers or {})
-            text = body.decode(errors="replace")
-            shown = text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(body)} bytes)"
+            shown = shortened(body.decode(errors="replace"))
             print(f" [x] {count}: {shown!r} failed: {why(headers)}")
             if args.requeue:
                 # A fresh start: attempt 1 again, and no trace of the broker's own headers.

@@ -1,37 +1,49 @@
 #!/usr/bin/env python
 """Lesson 2, worker: do the tasks of 'task_queue', one at a time, acknowledging each when done.
 
-A task sleeps one second per '.'; a task containing 'error' fails: it is tried again twice,
-a few seconds apart, then moved with the reason to the dead-letter queue 'task_queue.dlq'.
+A task sleeps one second per '.' (at most 60); a task containing 'error' fails: it is tried
+again twice, a few seconds apart, then moved with the reason to the dead-letter queue
+'task_queue.dlq'. A task of more than 60 dots goes there at once.
 Run two or three of these side by side.
 """
 
 import time
 
-from rabbit_queues import (
-    TASK_QUEUE,
-    Broker,
-    Delivery,
-    add_queue_type_option,
-    add_worker_options,
-    broker_url,
-    label_output,
-    run_script,
-    script_parser,
-)
+try:
+    from rabbit_queues import (
+        TASK_QUEUE,
+        Broker,
+        Delivery,
+        add_queue_type_option,
+        add_worker_options,
+        broker_url,
+        label_output,
+        run_script,
+        script_parser,
+        shortened,
+    )
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
+
+MAX_SECONDS = 60  # fake work has a bound too: 100,000 dots would be 27 hours
 
 
 def do_work(task: str) -> None:
     dots = task.count(".")  # fake work: one second per dot
+    if dots > MAX_SECONDS:  # no use retrying it: the wrapper dead-letters it at once
+        raise OverflowError(f"{dots} dots: more than {MAX_SECONDS} s of work")
     if dots:  # (even time.sleep(0) gives up the CPU, for ~0.1 ms here)
         time.sleep(dots)
     if "error" in task.lower():
-        raise ValueError(f"task {task!r} asked to fail")
+        raise ValueError(f"task {shortened(task)!r} asked to fail")
 
 
 def on_message(delivery: Delivery) -> None:
     task = delivery.body.decode()
-    print(f" [x] Received '{task}'")
+    print(f" [x] Received '{shortened(task)}'")
     try:
         do_work(task)
     except ValueError as error:

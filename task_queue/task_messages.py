@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 import uuid
 from collections.abc import Callable
@@ -94,7 +95,9 @@ class Task:
         if len(body) > MAX_TASK_BYTES:
             raise BadTask(f"message body is {len(body)} bytes; a task may be {MAX_TASK_BYTES}")
         try:
-            fields = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            fields = json.loads(
+                body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+            )
         except UnicodeDecodeError:
             raise BadTask("message body is not UTF-8 text") from None
         except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
@@ -147,6 +150,14 @@ def _decode_chain(fields: Any) -> Chain:
 def _reject_constant(name: str) -> None:
     """Python's json accepts NaN and Infinity; JSON does not, and neither do we."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """1e400 would be read as infinity, which no result could then carry."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
 def result_message(
@@ -207,21 +218,35 @@ class TaskRegistry:
         self._functions[function.__name__] = function
         return function
 
+    @property
+    def names(self) -> list[str]:
+        """The registered task types, sorted."""
+        return sorted(self._functions)
+
     def run(self, task: Task) -> Any:
         """Run ``task``; raise BadTask if its type is unknown or its arguments do not fit."""
-        function = self._functions.get(task.type)
+        self.check(task.type, task.args)
+        return self._functions[task.type](*task.args)
+
+    def check(self, type: str, args: list[Any], *, after_a_step: bool = False) -> None:
+        """Raise BadTask unless ``type`` is registered and takes ``args``. ``after_a_step``:
+        a chain's later step, whose first argument will be the previous step's result."""
+        function = self._functions.get(type)
         if function is None:
-            known = ", ".join(sorted(self._functions))
-            raise BadTask(f"unknown task type {task.type!r} (known: {known})")
+            known = ", ".join(self.names)
+            raise BadTask(f"unknown task type {type!r} (known: {known})")
+        given = [_PREVIOUS_RESULT, *args] if after_a_step else args
         try:
-            arguments = inspect.signature(function).bind(*task.args).arguments
+            arguments = inspect.signature(function).bind(*given).arguments
         except TypeError as error:
-            raise BadTask(f"wrong arguments for {task.type}: {error}") from None
+            raise BadTask(f"wrong arguments for {type}: {error}") from None
         hints = typing.get_type_hints(function)
         for name, value in arguments.items():
-            if not _fits(value, hints.get(name, Any)):
-                raise BadTask(f"{task.type}: {name} must be {hints[name].__name__}, got {value!r}")
-        return function(*task.args)
+            if value is not _PREVIOUS_RESULT and not _fits(value, hints.get(name, Any)):
+                raise BadTask(f"{type}: {name} must be {hints[name].__name__}, got {value!r}")
+
+
+_PREVIOUS_RESULT = object()  # not known until the step before has run
 
 
 def _fits(value: Any, hint: Any) -> bool:
