@@ -143,8 +143,10 @@ def counted(count: int, noun: str) -> str:
 def run_script(main: Callable[[], None]) -> None:
     """Run a lesson script: print broker problems in one line on stderr, exit non-zero."""
     # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens;
-    # one write per line, even where PYTHONUNBUFFERED would make one per piece of a print.
-    sys.stdout.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
+    # one write per line, even where PYTHONUNBUFFERED would make one per piece of a print (on
+    # stderr Python always does): then a line of one stream never lands inside the other's.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     # SIGTERM (kill) stops a script as Ctrl+C does, saying what it had done. (A worker asks
     # for a clean stop on both instead, once it consumes.)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

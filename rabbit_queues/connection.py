@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -137,13 +138,15 @@ def report_blocking(connection: Any, blocked: Callable[[bool], None] = lambda _:
     ``connection`` is pika's asynchronous connection; ``blocked`` is told each change.
     """
 
+    # On stderr: in a worker these may run on its pump thread (staying_up.py) while the
+    # handler prints to stdout, and a print is two writes that a line of stdout could split.
     def on_blocked(_connection: object, frame: Any) -> None:
         blocked(True)
-        print(BLOCKED.format(reason=frame.method.reason), flush=True)
+        print(BLOCKED.format(reason=frame.method.reason), file=sys.stderr)
 
     def on_unblocked(_connection: object, _frame: object) -> None:
         blocked(False)
-        print(UNBLOCKED, flush=True)
+        print(UNBLOCKED, file=sys.stderr)
 
     connection.add_on_connection_blocked_callback(on_blocked)
     connection.add_on_connection_unblocked_callback(on_unblocked)

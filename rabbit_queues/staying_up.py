@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -130,9 +131,12 @@ class KeepsWorking:
             with self._in_pika:
                 since = self._handling_since
                 # Said holding the lock: the handler cannot be over yet, nor " [*] Exiting" said.
+                # On stderr: a print is two writes (the text, then "\n"), so a line printed to
+                # stdout from this thread could land inside one the handler is printing.
                 if self._stop_requested and since is not None and not said_finishing:
                     print(
-                        " [*] Finishing the current message first (press CTRL+C again to quit now)"
+                        " [*] Finishing the current message first (press CTRL+C again to quit now)",
+                        file=sys.stderr,
                     )
                     said_finishing = True
                 if since is None or time.monotonic() - since < PUMP_SECONDS:

@@ -1,5 +1,6 @@
 """Ctrl+C or SIGTERM may arrive while a worker is in the middle of printing a line."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import eventually
 from script_runner import REPO, with_ctrl_c
+
+WHOLE_LINE = re.compile(
+    r"alice \| \[[x*]\] (Received 'task \d+'|Done|Exiting|Waiting for messages\. .+"
+    r"|Finishing the current message first .+)"
+)
 
 
 def blocked_writing(pid: int) -> bool:
@@ -45,7 +51,11 @@ def test_a_signal_inside_a_print_stops_the_worker_cleanly(scripts, probe, signum
         output, _ = worker.communicate(timeout=15)  # read the pipe; it must finish and exit
 
         assert worker.returncode == 0, output[-2000:]
-        assert output.splitlines()[-1] == "alice | [*] Exiting"
+        lines = output.splitlines()
+        assert lines[-1] == "alice | [*] Exiting"
+        # Every line whole: the pump thread's "Finishing..." once landed inside the handler's
+        # " [x] Done" (a print is two writes), and that Done went uncounted.
+        assert [line for line in lines if not WHOLE_LINE.fullmatch(line)] == []
         done = output.count("alice | [x] Done\n")
         # Each task done once, or back in the queue (the one prefetched but not started is
         # requeued as the worker's channel closes: the broker may take a moment).
