@@ -65,17 +65,31 @@ class Delivery:
     ) -> None:
         self.body = body
         self.properties = properties
-        headers = properties.headers or {}
-        self.headers = {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADERS)}
-        attempt = self.headers.get(ATTEMPTS_HEADER, 1)
-        self.attempt = attempt if isinstance(attempt, int) and 1 <= attempt <= MAX_ATTEMPTS else 1
-        returned = headers.get("x-delivery-count", 0)  # set by quorum queues only
-        self.returned = returned if isinstance(returned, int) else 0
         self.redelivered = redelivered  # RabbitMQ delivered it before (to anyone)
         self.queue = queue
         self.settled = settled  # with auto-ack, RabbitMQ forgot it when it sent it
         self.back_by: float | None = None  # retried: when (time.monotonic()) it is due back
         self._broker, self._channel, self._delivery_tag = broker, channel, delivery_tag
+
+    # Read from the headers only when asked: most messages are acked without a look at them.
+
+    @functools.cached_property
+    def headers(self) -> dict[str, Any]:
+        """The message's own headers: without those RabbitMQ adds (x-death...)."""
+        headers = self.properties.headers or {}
+        return {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADERS)}
+
+    @functools.cached_property
+    def attempt(self) -> int:
+        """Which attempt this delivery is: 1, then 2 and 3 when it comes back from retry()."""
+        attempt = self.headers.get(ATTEMPTS_HEADER, 1)
+        return attempt if isinstance(attempt, int) and 1 <= attempt <= MAX_ATTEMPTS else 1
+
+    @property
+    def returned(self) -> int:
+        """How often it came back unacknowledged (quorum queues count it; 0 elsewhere)."""
+        returned = (self.properties.headers or {}).get("x-delivery-count", 0)
+        return returned if isinstance(returned, int) else 0
 
     @functools.cached_property
     def fingerprint(self) -> str:

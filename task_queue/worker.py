@@ -86,8 +86,8 @@ def main() -> None:
                     content_type="application/json",
                 )
             send_result(task_id, result)
-            print(f" [x] Done: {Result.decode(result).outcome}")
             delivery.ack()
+            print(f" [x] Done: {Result.decode(result).outcome}")
 
         broker.consume(tasks, on_task, prefetch_count=1)  # one task at a time, as in lesson 2
         print(" [*] Waiting for messages. To exit press CTRL+C")

@@ -212,7 +212,7 @@ def anchors(page: Path) -> set[str]:
 @pytest.mark.parametrize("page", ALL_PAGES, ids=lambda page: page.name)
 def test_every_link_lands(page):
     """A file that exists; a heading of the page linked to; a line that holds the code the
-    link shows ([`prefetch_count=1`](work_queue/worker.py#L75))."""
+    link shows ([`prefetch_count=1`](work_queue/worker.py#L76))."""
     outside_code = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
     links = re.findall(r"\[([^\]]*)\]\(([^)\s]+)\)", outside_code)
     assert links

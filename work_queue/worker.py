@@ -53,10 +53,11 @@ def on_message(delivery: Delivery) -> None:
         outcome = delivery.retry(reason=f"ValueError: {error}")
         print(f" [!] Failed: {error}; {outcome}")
         return
-    print(" [x] Done")
     # Manual ack, and only now: if this worker dies before this line, RabbitMQ gives the
-    # task to another worker instead of losing it.
+    # task to another worker instead of losing it. "Done" once it is acked (an ack that
+    # fails prints why instead: the task will run again).
     delivery.ack()
+    print(" [x] Done")
 
 
 def main() -> None:
