@@ -186,7 +186,7 @@ class KeepsWorking:
                     self._timed_out.discard(delivery.fingerprint)
                     self._dead_letter(delivery, TIMED_OUT)
                     return
-                if delivery.returned >= DELIVERY_LIMIT and not delivery.settled:
+                if not delivery.settled and delivery.returned >= DELIVERY_LIMIT:
                     self._dead_letter(delivery, KILLS_WORKERS)
                     return
                 self._subscription.handler(delivery)
