@@ -168,6 +168,13 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
     return run()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many test processes ``-n auto`` (pyproject.toml) starts: two, each with a broker
+    of its own, as most tests wait on processes and brokers; one (0: no worker processes)
+    with RABBITMQ_URL, as every test would then use that one broker and its queues."""
+    return 0 if os.environ.get("RABBITMQ_URL") else 2
+
+
 def pytest_report_header() -> list[str]:
     """Which broker the tests will run against, and its version."""
     if url := os.environ.get("RABBITMQ_URL"):
