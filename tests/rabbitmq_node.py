@@ -46,9 +46,12 @@ logging.getLogger("pika").setLevel(logging.CRITICAL)  # refused connections whil
 # connection (or rabbitmqctl's own Erlang node) can be given one of its ports. Each process
 # of a parallel run (pytest-xdist's gw0, gw1, ...) has a slice of its own: a port one of them
 # handed out, to a node not started yet, looks free to the others.
-WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-PORT_RANGE = range(20000 + WORKER * 12000 // WORKERS, 20000 + (WORKER + 1) * 12000 // WORKERS)
+TEST_PROCESS = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+PORT_RANGE = range(
+    20000 + TEST_PROCESS * 12000 // TEST_PROCESSES,
+    20000 + (TEST_PROCESS + 1) * 12000 // TEST_PROCESSES,
+)
 
 
 # Every port handed out: nothing listens on one until its node starts, so a free-looking port
