@@ -107,6 +107,7 @@ class Process:
     command: str
     colour: str
     popen: subprocess.Popen[str] = field(init=False)
+    reader: threading.Thread = field(init=False)  # puts its output lines on the event queue
     took: list[str] = field(default_factory=list)  # tasks it printed as received
     done: list[str] = field(default_factory=list)  # of those, the ones it finished
     ready: bool = False
@@ -160,7 +161,8 @@ class Demo:
             assert process.popen.stdin is not None
             process.popen.stdin.write(stdin)
             process.popen.stdin.close()
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+        process.reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        process.reader.start()
         self.processes.append(process)
         return process
 
@@ -220,7 +222,9 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait()
-        while not self.events.empty():  # their last lines ("Exiting")
+        for process in self.processes:  # a process can exit before its last lines are read
+            process.reader.join(timeout=max(0.1, deadline + 5 - time.monotonic()))
+        while not self.events.empty():  # their last lines (" [x] Done", "Exiting")
             process, line = self.events.get()
             if line is not None:
                 self.handle(process, line)
@@ -304,10 +308,19 @@ class Demo:
         quiet = time.monotonic() - self.last_change > SETTLE_SECONDS
         return idle and quiet and self.depth() == 0
 
-    def depth(self) -> int:
+    def depth(self, *, once_unconsumed: bool = False) -> int:
+        """Messages ready in the lesson's queue. ``once_unconsumed``: read when it has no
+        consumer left (5 s at most), since RabbitMQ puts back what a worker held when its
+        connection goes, and a killed worker's goes a moment after the worker."""
         declares = PassiveDeclares(self.url)
+        deadline = time.monotonic() + 5
         try:
-            return sum(f.ready for f in declares.figures() if f.name == self.lesson.queue.name)
+            while True:
+                figures = [f for f in declares.figures() if f.name == self.lesson.queue.name]
+                consumers = sum(f.consumers for f in figures)
+                if not once_unconsumed or consumers == 0 or time.monotonic() > deadline:
+                    return sum(f.ready for f in figures)
+                time.sleep(0.1)
         finally:
             declares.close()
 
@@ -316,7 +329,7 @@ class Demo:
         taken = [task for worker in self.workers for task in worker.took]
         redelivered = {task for task in taken if taken.count(task) > 1}
         not_done = self.lost_tasks()
-        left = self.depth()
+        left = self.depth(once_unconsumed=True)
         print(f"\n{'worker':<10}{'took':>6}{'done':>6}")
         for worker in self.workers:
             killed = f"   killed during {worker.killed_during!r}" if worker.killed_during else ""
