@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 
@@ -89,4 +90,34 @@ def test_the_quorum_benchmark_compares_both_queue_types(broker, probe):
     for row in rows[2:]:
         assert re.fullmatch(r"\| .+ \| [\d,]+ \| [\d,]+ \| [\d.]+x \| [+-][\d,]+ µs \|", row), row
     for queue in ("bench.classic", "bench.quorum", "bench.quorum.dlq"):
+        assert probe.depth(queue) is None  # deleted afterwards
+
+
+@pytest.mark.timeout(300)
+def test_the_instruction_count_compares_each_worker_with_bare_pika(broker, probe):
+    if shutil.which("valgrind") is None:
+        pytest.skip("apt-get install valgrind (bench/instructions.py counts with callgrind)")
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--n", "50", "--url", broker.url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    rows = [line for line in ran.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| worker | instructions per message | against bare pika |"
+    counted = [re.fullmatch(r"\| (.+) \| ([\d,]+) \| ([\d.]+)x \|", row) for row in rows[2:]]
+    assert [match.group(1) for match in counted if match] == [
+        "bare pika loop, prefetch 1, ack inline",
+        "this project's consume path, a handler that only acks (bench/project_worker.py)",
+        "work_queue/worker.py, its two prints to /dev/null",
+    ]
+    assert counted[0].group(3) == "1.000"  # the others are against it
+    assert all(int(match.group(2).replace(",", "")) > 0 for match in counted)
+    assert "N = 50 no-op tasks against 5, counted by valgrind's callgrind" in ran.stdout
+    for queue in ("bench.bare", "task_queue", "task_queue.retry", "task_queue.dlq"):
         assert probe.depth(queue) is None  # deleted afterwards

@@ -76,6 +76,10 @@ NOT_RUN_BY_TESTS = {
     "python -m bench.quorum": (
         "test_bench.py runs it with --n 20 --repeats 1 (the full run takes minutes)"
     ),
+    "apt-get install valgrind": "run by .ci/run if valgrind is missing (checked below)",
+    "python -m bench.instructions": (
+        "test_bench.py runs it with --n 50 (the full run takes a minute)"
+    ),
     "python work_queue/worker.py --url 'amqp://guest:guest@localhost:5672/%2F?heartbeat=2'": (
         "test_what_happens_when.py runs it with its own broker's URL and ?heartbeat=2"
     ),
@@ -144,6 +148,7 @@ def test_ci_installs_the_requirements_and_runs_the_readme_test_command():
     assert "python -m pip install -r requirements.txt" in lines
     assert any(line.startswith("python -m pip install -r requirements-dev.txt") for line in lines)
     assert "-r requirements-bench.txt" in (REPO / "requirements-dev.txt").read_text()
+    assert "command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)" in lines
     # Every test command the README gives: RabbitMQ 3.10, 4.0, and 4.0 made strict.
     for command in ("python -m pytest", *(c for c in NOT_RUN_BY_TESTS if "with-rabbitmq4" in c)):
         assert command in lines

@@ -1,0 +1,140 @@
+"""What each worker does per message, counted in instructions: the same figure on every run.
+
+  python -m bench.instructions             N=2,000 no-op tasks, on AMQP_URL's broker
+  python -m bench.instructions --n 500
+
+A drain's rate (python -m bench.run) swings with a shared machine by more than the wrapper
+costs; the instructions a worker executes per message do not. Each worker drains N tasks, and
+N/10, under valgrind's callgrind (apt-get install valgrind), and is stopped with SIGTERM
+once its queue is empty: the difference between the two counts, divided by the
+difference in tasks, is what one message costs it, start-up and shutdown left out. Counted: the
+worker process's own instructions, in every thread; not the kernel's (a print's write, the
+socket), nor the broker's. It uses the queues bench.bare and task_queue (classic, as in
+bench.run; it refuses to start if task_queue holds tasks) and deletes them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import DEVNULL
+
+from bench.run import (
+    BARE,
+    LESSON_QUEUE,
+    REPO,
+    WORKER_ARGS,
+    Probe,
+    enqueue_bare,
+    enqueue_project,
+    wait_until_queued,
+)
+from rabbit_queues import broker_url
+
+STALL_SECONDS = 120  # under callgrind a worker runs some fifty times slower; this long idle
+QUEUES = [BARE, *(f"{LESSON_QUEUE.name}{suffix}" for suffix in ("", ".retry", ".dlq"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--url", help="broker (default: AMQP_URL, else the local default)")
+    parser.add_argument("--n", type=int, default=2_000, help="no-op tasks (at least 20)")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("error: valgrind is not installed (apt-get install valgrind)")
+    if args.n < 20:
+        sys.exit("error: --n must be at least 20")
+    url = broker_url(args.url)
+    python = sys.executable
+    lesson_worker = [python, "work_queue/worker.py", "--url", url, *WORKER_ARGS]
+    project_worker = [python, "-m", "bench.project_worker", "--url", url, "--queue"]
+    workers: list[tuple[str, str, Callable[[int], None], list[str]]] = [
+        (
+            "bare pika loop, prefetch 1, ack inline",
+            BARE,
+            lambda n: enqueue_bare(url, BARE, n, confirm_each=False),
+            [python, "-m", "bench.bare_pika_worker", "--url", url, "--queue", BARE],
+        ),
+        (
+            "this project's consume path, a handler that only acks (bench/project_worker.py)",
+            LESSON_QUEUE.name,
+            lambda n: enqueue_project(url, n, LESSON_QUEUE, body="0"),
+            [*project_worker, LESSON_QUEUE.name],
+        ),
+        (
+            "work_queue/worker.py, its two prints to /dev/null",
+            LESSON_QUEUE.name,
+            lambda n: enqueue_project(url, n, LESSON_QUEUE),
+            lesson_worker,
+        ),
+    ]
+    counts: dict[str, float] = {}
+    with Probe(url) as probe, tempfile.TemporaryDirectory() as scratch:
+        if probe.depth(LESSON_QUEUE.name) > 0:
+            sys.exit(f"error: {LESSON_QUEUE.name} holds tasks; the benchmark would delete them")
+        try:
+            for what, queue, enqueue, command in workers:
+                totals = []
+                for n in (args.n // 10, args.n):
+                    probe.delete(QUEUES)  # fresh: nothing the last worker gave back
+                    enqueue(n)
+                    wait_until_queued(probe, queue, n)
+                    totals.append(instructions(probe, queue, command, Path(scratch) / "out"))
+                counts[what] = (totals[1] - totals[0]) / (args.n - args.n // 10)
+                print(f"     {what}: {counts[what]:,.0f}", file=sys.stderr)
+        finally:
+            probe.delete(QUEUES)
+    bare = counts[workers[0][0]]
+    print("| worker | instructions per message | against bare pika |")
+    print("| --- | ---: | ---: |")
+    for what, count in counts.items():
+        print(f"| {what} | {count:,.0f} | {count / bare:.3f}x |")
+    print(
+        f"\nN = {args.n:,} no-op tasks against {args.n // 10:,}, counted by valgrind's callgrind;"
+        " prefetch 1, a classic queue."
+    )
+
+
+def instructions(probe: Probe, queue: str, command: list[str], out: Path) -> int:
+    """Run ``command`` under callgrind until ``queue`` is empty, stop it with SIGTERM, and
+    return the instructions it executed."""
+    callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    worker = subprocess.Popen([*callgrind, *command], cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
+    try:
+        last_change, last_depth = time.monotonic(), -1
+        while (depth := probe.depth(queue)) != 0:
+            probe.connection.process_data_events(time_limit=0)  # keeps its heartbeats going
+            if depth != last_depth:
+                last_change, last_depth = time.monotonic(), depth
+            elif time.monotonic() - last_change > STALL_SECONDS or worker.poll() is not None:
+                raise RuntimeError(f"{' '.join(command[1:3])} stalled with {depth} tasks left")
+            time.sleep(0.01)
+        # Empty: the worker holds the last task at most (prefetch 1). SIGTERM: this project's
+        # workers finish it first; the bare loop, which has no handler for it, ends inside it
+        # or after it: one message's count at most is off, in the N - N/10 of the difference.
+        # (Not SIGINT: valgrind ends the bare loop at once on SIGTERM, where a KeyboardInterrupt
+        # waits for Python to see it; once, under load, it did not come within two minutes.)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=STALL_SECONDS)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    summary = re.search(r"^summary: (\d+)$", out.read_text(), re.MULTILINE)
+    if summary is None:
+        raise RuntimeError(f"callgrind wrote no summary for {' '.join(command[1:3])}")
+    return int(summary.group(1))
+
+
+if __name__ == "__main__":
+    main()
