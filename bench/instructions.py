@@ -37,7 +37,7 @@ from bench.run import (
     enqueue_project,
     wait_until_queued,
 )
-from rabbit_queues import broker_url
+from rabbit_queues import broker_url, run_script
 
 STALL_SECONDS = 120  # under callgrind a worker runs some fifty times slower; this long idle
 QUEUES = [BARE, *(f"{LESSON_QUEUE.name}{suffix}" for suffix in ("", ".retry", ".dlq"))]
@@ -108,7 +108,7 @@ def main() -> None:
 def instructions(probe: Probe, queue: str, command: list[str], out: Path) -> int:
     """Run ``command`` under callgrind until ``queue`` is empty, stop it with SIGTERM, and
     return the instructions it executed."""
-    callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    callgrind = ["valgrind", "--tool=callgrind", "--vgdb=no", f"--callgrind-out-file={out}"]
     worker = subprocess.Popen([*callgrind, *command], cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
     try:
         last_change, last_depth = time.monotonic(), -1
@@ -137,4 +137,4 @@ def instructions(probe: Probe, queue: str, command: list[str], out: Path) -> int
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a broker that does not answer: one line, not a traceback

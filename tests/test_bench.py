@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from rabbitmq_node import free_port
 from script_runner import REPO
 
 PEERS = ("celery", "dramatiq", "matplotlib")
@@ -35,32 +36,22 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
     if missing:
         pytest.skip(f"pip install -r requirements-bench.txt (missing: {', '.join(missing)})")
 
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--n",
-            "20",
-            "--repeats",
-            "1",
-            "--drain-budget",
-            "5",  # a stalled peer is rated after 5 s, not 30
-            "--url",
-            broker.url,
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    output = run_bench(
+        "run",
+        "--n",
+        "20",
+        "--repeats",
+        "1",
+        "--drain-budget",
+        "5",  # a stalled peer is rated after 5 s, not 30
+        "--url",
+        broker.url,
+        "--out",
+        str(tmp_path),
         timeout=280,
-        check=False,
     )
-
-    assert ran.returncode == 0, ran.stderr
     table = (tmp_path / "results.md").read_text()
-    assert ran.stdout.strip() == table.strip()
+    assert output.strip() == table.strip()
     for row in ROWS:
         assert row in table
     assert "N = 20 no-op tasks per measurement, median of 1 run(s)" in table
@@ -69,17 +60,8 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
 
 @pytest.mark.timeout(120)
 def test_the_quorum_benchmark_compares_both_queue_types(broker, probe):
-    ran = subprocess.run(
-        [sys.executable, "-m", "bench.quorum", "--n", "20", "--repeats", "1", "--url", broker.url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-
-    assert ran.returncode == 0, ran.stderr
-    rows = [line for line in ran.stdout.splitlines() if line.startswith("| ")]
+    output = run_bench("quorum", "--n", "20", "--repeats", "1", "--url", broker.url, timeout=100)
+    rows = table_rows(output)
     assert rows[0] == (
         "| measure | classic, msg/s | quorum, msg/s | quorum / classic | quorum adds per task |"
     )
@@ -98,17 +80,8 @@ def test_the_instruction_count_compares_each_worker_with_bare_pika(broker, probe
     if shutil.which("valgrind") is None:
         pytest.skip("apt-get install valgrind (bench/instructions.py counts with callgrind)")
 
-    ran = subprocess.run(
-        [sys.executable, "-m", "bench.instructions", "--n", "50", "--url", broker.url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-
-    assert ran.returncode == 0, ran.stderr
-    rows = [line for line in ran.stdout.splitlines() if line.startswith("| ")]
+    output = run_bench("instructions", "--n", "50", "--url", broker.url, timeout=280)
+    rows = table_rows(output)
     assert rows[0] == "| worker | instructions per message | against bare pika |"
     counted = [re.fullmatch(r"\| (.+) \| ([\d,]+) \| ([\d.]+)x \|", row) for row in rows[2:]]
     assert [match.group(1) for match in counted if match] == [
@@ -118,6 +91,54 @@ def test_the_instruction_count_compares_each_worker_with_bare_pika(broker, probe
     ]
     assert counted[0].group(3) == "1.000"  # the others are against it
     assert all(int(match.group(2).replace(",", "")) > 0 for match in counted)
-    assert "N = 50 no-op tasks against 5, counted by valgrind's callgrind" in ran.stdout
+    assert "N = 50 no-op tasks against 5, counted by valgrind's callgrind" in output
     for queue in ("bench.bare", "task_queue", "task_queue.retry", "task_queue.dlq"):
         assert probe.depth(queue) is None  # deleted afterwards
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("module", ["run", "quorum", "instructions"])
+def test_a_benchmark_whose_broker_does_not_answer_says_so_in_one_line(module):
+    if module == "instructions" and shutil.which("valgrind") is None:
+        pytest.skip("apt-get install valgrind (bench/instructions.py looks for it first)")
+    port = free_port()  # nothing listens there
+
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"bench.{module}",
+            "--url",
+            f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+
+    assert ran.returncode == 1
+    assert ran.stderr == (
+        f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (connection refused): start the "
+        "broker (docker compose up -d) or check --url or the AMQP_URL environment variable\n"
+    )
+
+
+def run_bench(module: str, *args: str, timeout: float) -> str:
+    """``python -m bench.<module> <args>``: what it printed, once it has succeeded within
+    ``timeout`` seconds (less than the test's own)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
+def table_rows(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("| ")]
