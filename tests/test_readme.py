@@ -155,6 +155,20 @@ def test_ci_installs_the_requirements_and_runs_the_readme_test_command():
         assert command in readme_commands()
 
 
+def test_the_performance_page_shows_the_benchmark_run_that_is_committed():
+    """docs/performance.md's table is bench/results.md's (what `python -m bench.run` wrote),
+    and the Russian page shows the same figures."""
+    committed = table_rows((REPO / "bench/results.md").read_text())
+    assert "\n".join(committed) in (REPO / "docs/performance.md").read_text()
+    russian = table_rows((REPO / "docs/performance.ru.md").read_text())[: len(committed)]
+    medians = [[row.split(" | ")[2] for row in rows[2:]] for rows in (russian, committed)]
+    assert medians[0] == medians[1]  # below the header, translated
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
 def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_credentials():
     service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["rabbitmq"]
 
