@@ -86,6 +86,7 @@ def main() -> None:
             for what, queue, enqueue, command in workers:
                 totals = []
                 for n in (args.n // 10, args.n):
+                    print(f" [*] {n:,} tasks under callgrind: {what}", file=sys.stderr)
                     probe.delete(QUEUES)  # fresh: nothing the last worker gave back
                     enqueue(n)
                     wait_until_queued(probe, queue, n)
