@@ -39,7 +39,8 @@ from bench.run import (
 )
 from rabbit_queues import broker_url, run_script
 
-STALL_SECONDS = 120  # under callgrind a worker runs some fifty times slower; this long idle
+# A worker that takes no task for this long has stalled (callgrind slows it some fifty times).
+STALL_SECONDS = 120
 QUEUES = [BARE, *(f"{LESSON_QUEUE.name}{suffix}" for suffix in ("", ".retry", ".dlq"))]
 
 
@@ -118,7 +119,7 @@ def instructions(probe: Probe, queue: str, command: list[str], out: Path) -> int
             if depth != last_depth:
                 last_change, last_depth = time.monotonic(), depth
             elif time.monotonic() - last_change > STALL_SECONDS or worker.poll() is not None:
-                raise RuntimeError(f"{' '.join(command[1:3])} stalled with {depth} tasks left")
+                raise RuntimeError(f"{' '.join(command[1:3])} stopped taking tasks, {depth} left")
             time.sleep(0.01)
         # Empty: the worker holds the last task at most (prefetch 1). SIGTERM: this project's
         # workers finish it first; the bare loop, which has no handler for it, ends inside it
