@@ -16,26 +16,22 @@ bench.run; it refuses to start if task_queue holds tasks) and deletes them after
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from subprocess import DEVNULL
 
 from bench.run import (
     BARE,
     LESSON_QUEUE,
-    REPO,
     WORKER_ARGS,
     Probe,
+    drain,
     enqueue_bare,
     enqueue_project,
-    wait_until_queued,
 )
 from rabbit_queues import broker_url, run_script
 
@@ -56,6 +52,7 @@ def main() -> None:
     if args.n < 20:
         sys.exit("error: --n must be at least 20")
     url = broker_url(args.url)
+    os.environ["BENCH_DRAIN_BUDGET"] = "inf"  # drain() reads it: every task, however slow
     python = sys.executable
     lesson_worker = [python, "work_queue/worker.py", "--url", url, *WORKER_ARGS]
     project_worker = [python, "-m", "bench.project_worker", "--url", url, "--queue"]
@@ -90,8 +87,7 @@ def main() -> None:
                     print(f" [*] {n:,} tasks under callgrind: {what}", file=sys.stderr)
                     probe.delete(QUEUES)  # fresh: nothing the last worker gave back
                     enqueue(n)
-                    wait_until_queued(probe, queue, n)
-                    totals.append(instructions(probe, queue, command, Path(scratch) / "out"))
+                    totals.append(instructions(probe, queue, n, command, Path(scratch) / "out"))
                 counts[what] = (totals[1] - totals[0]) / (args.n - args.n // 10)
                 print(f"     {what}: {counts[what]:,.0f}", file=sys.stderr)
         finally:
@@ -107,34 +103,24 @@ def main() -> None:
     )
 
 
-def instructions(probe: Probe, queue: str, command: list[str], out: Path) -> int:
-    """Run ``command`` under callgrind until ``queue`` is empty, stop it with SIGTERM, and
-    return the instructions it executed."""
+def instructions(probe: Probe, queue: str, n: int, command: list[str], out: Path) -> int:
+    """Run ``command`` under callgrind until ``queue``'s ``n`` tasks are taken, stop it with
+    SIGTERM (drain() does both), and return the instructions it executed."""
+    # The worker holds the last task at most (prefetch 1) when the queue is empty. On SIGTERM
+    # this project's workers finish it first; the bare loop, which has no handler for it, ends
+    # inside it or after it: one message's count at most is off, in the N - N/10 of the
+    # difference. (Not SIGINT: valgrind ends the bare loop at once on SIGTERM, where a
+    # KeyboardInterrupt waits for Python to see it; once, under load, it did not come within
+    # two minutes.)
     callgrind = ["valgrind", "--tool=callgrind", "--vgdb=no", f"--callgrind-out-file={out}"]
-    worker = subprocess.Popen([*callgrind, *command], cwd=REPO, stdout=DEVNULL, stderr=DEVNULL)
-    try:
-        last_change, last_depth = time.monotonic(), -1
-        while (depth := probe.depth(queue)) != 0:
-            probe.connection.process_data_events(time_limit=0)  # keeps its heartbeats going
-            if depth != last_depth:
-                last_change, last_depth = time.monotonic(), depth
-            elif time.monotonic() - last_change > STALL_SECONDS or worker.poll() is not None:
-                raise RuntimeError(f"{' '.join(command[1:3])} stopped taking tasks, {depth} left")
-            time.sleep(0.01)
-        # Empty: the worker holds the last task at most (prefetch 1). SIGTERM: this project's
-        # workers finish it first; the bare loop, which has no handler for it, ends inside it
-        # or after it: one message's count at most is off, in the N - N/10 of the difference.
-        # (Not SIGINT: valgrind ends the bare loop at once on SIGTERM, where a KeyboardInterrupt
-        # waits for Python to see it; once, under load, it did not come within two minutes.)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=STALL_SECONDS)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-    summary = re.search(r"^summary: (\d+)$", out.read_text(), re.MULTILINE)
-    if summary is None:
-        raise RuntimeError(f"callgrind wrote no summary for {' '.join(command[1:3])}")
+    out.unlink(missing_ok=True)  # callgrind writes it at exit: never the last worker's
+    rate, _ = drain(probe, queue, n, [*callgrind, *command], stall_seconds=STALL_SECONDS)
+    name = " ".join(command[1:3])
+    if rate is None:
+        raise RuntimeError(f"{name} stalled: no task taken for {STALL_SECONDS} s")
+    summary = re.search(r"^summary: (\d+)$", out.read_text() if out.exists() else "", re.MULTILINE)
+    if summary is None:  # killed, not stopped: it did not exit within 2 * STALL_SECONDS
+        raise RuntimeError(f"callgrind wrote no summary for {name}")
     return int(summary.group(1))
 
 

@@ -202,14 +202,17 @@ def enqueue_dramatiq(n: int) -> None:
 # -- draining -----------------------------------------------------------------------------
 
 
-def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float | None, float]:
+def drain(
+    probe: Probe, queue: str, n: int, command: list[str], *, stall_seconds: float = STALL_SECONDS
+) -> tuple[float | None, float]:
     """Start a worker (output to /dev/null) on a queue holding ``n`` tasks; return (tasks/s,
-    its RSS in MB), tasks/s None if it stalled.
+    its RSS in MB), tasks/s None if it stalled. Then stop it with SIGTERM.
 
     Timed from the first task taken to the queue's last, both seen by passive declares (the
     worker's start-up does not count; the task it still holds, at prefetch 1, is one in
     ``n``). A worker still at it after --drain-budget seconds is rated on what it took by
-    then; one that takes nothing for STALL_SECONDS is stalled.
+    then; one that takes nothing for ``stall_seconds`` is stalled (and one still running
+    twice that long after SIGTERM is killed).
     """
     wait_until_queued(probe, queue, n)
     started = time.perf_counter()
@@ -222,7 +225,7 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float |
             depth, now = probe.depth(queue), time.perf_counter()
             if depth != last_depth:
                 last_change, last_depth = time.monotonic(), depth
-            elif time.monotonic() - last_change > STALL_SECONDS:
+            elif time.monotonic() - last_change > stall_seconds:
                 return None, resident_megabytes(worker.pid)
             if first_seen is None and depth == 0:  # all taken at once (a tiny N): with start-up
                 return n / (now - started), resident_megabytes(worker.pid)
@@ -234,7 +237,7 @@ def drain(probe: Probe, queue: str, n: int, command: list[str]) -> tuple[float |
     finally:
         worker.terminate()
         try:
-            worker.wait(timeout=20)
+            worker.wait(timeout=2 * stall_seconds)
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
