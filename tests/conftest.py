@@ -221,6 +221,11 @@ def eventually(condition: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
+def table_rows(text: str) -> list[str]:
+    """The rows of the Markdown tables in ``text`` (a benchmark's output, a page)."""
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
 def send_work_queue_task(scripts: Scripts, command: str) -> None:
     """Run a work_queue/new_task.py command line; check it reports the task as sent."""
     sent = scripts.run(command)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import table_rows
 from rabbitmq_node import free_port
 from script_runner import REPO
 
@@ -103,20 +104,7 @@ def test_a_benchmark_whose_broker_does_not_answer_says_so_in_one_line(module):
         pytest.skip("apt-get install valgrind (bench/instructions.py looks for it first)")
     port = free_port()  # nothing listens there
 
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            f"bench.{module}",
-            "--url",
-            f"amqp://guest:guest@127.0.0.1:{port}/%2F",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
+    ran = bench_process(module, "--url", f"amqp://guest:guest@127.0.0.1:{port}/%2F", timeout=50)
 
     assert ran.returncode == 1
     assert ran.stderr == (
@@ -126,9 +114,16 @@ def test_a_benchmark_whose_broker_does_not_answer_says_so_in_one_line(module):
 
 
 def run_bench(module: str, *args: str, timeout: float) -> str:
-    """``python -m bench.<module> <args>``: what it printed, once it has succeeded within
-    ``timeout`` seconds (less than the test's own)."""
-    ran = subprocess.run(
+    """What ``python -m bench.<module> <args>`` printed, once it has succeeded."""
+    ran = bench_process(module, *args, timeout=timeout)
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
+def bench_process(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bench.<module> <args>`` within ``timeout`` seconds (less than the
+    test's own)."""
+    return subprocess.run(
         [sys.executable, "-m", f"bench.{module}", *args],
         cwd=REPO,
         capture_output=True,
@@ -136,9 +131,3 @@ def run_bench(module: str, *args: str, timeout: float) -> str:
         timeout=timeout,
         check=False,
     )
-    assert ran.returncode == 0, ran.stderr
-    return ran.stdout
-
-
-def table_rows(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.startswith("| ")]

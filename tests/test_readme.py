@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import table_rows
 from readme_output import BLOCKS as README_OUTPUTS
 from script_runner import REPO
 
@@ -163,10 +164,6 @@ def test_the_performance_page_shows_the_benchmark_run_that_is_committed():
     russian = table_rows((REPO / "docs/performance.ru.md").read_text())[: len(committed)]
     medians = [[row.split(" | ")[2] for row in rows[2:]] for rows in (russian, committed)]
     assert medians[0] == medians[1]  # below the header, translated
-
-
-def table_rows(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("| ")]
 
 
 def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_credentials():
