@@ -9,8 +9,9 @@ N/10, under valgrind's callgrind (apt-get install valgrind), and is stopped with
 once its queue is empty: the difference between the two counts, divided by the
 difference in tasks, is what one message costs it, start-up and shutdown left out. Counted: the
 worker process's own instructions, in every thread; not the kernel's (a print's write, the
-socket), nor the broker's. It uses the queues bench.bare and task_queue (classic, as in
-bench.run; it refuses to start if task_queue holds tasks) and deletes them afterwards.
+socket), nor the broker's. It uses the queues bench.bare and task_queue, with its .retry and
+.dlq (classic, as bench.run does; like it, it refuses to start if one of the last three holds
+a message or has a worker), and deletes them afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from bench.run import (
     BARE,
     LESSON_QUEUE,
+    LESSON_QUEUES,
     WORKER_ARGS,
     Probe,
     drain,
@@ -37,7 +39,7 @@ from rabbit_queues import broker_url, run_script
 
 # A worker that takes no task for this long has stalled (callgrind slows it some fifty times).
 STALL_SECONDS = 120
-QUEUES = [BARE, *(f"{LESSON_QUEUE.name}{suffix}" for suffix in ("", ".retry", ".dlq"))]
+QUEUES = [BARE, *LESSON_QUEUES]
 
 
 def main() -> None:
@@ -78,8 +80,7 @@ def main() -> None:
     ]
     counts: dict[str, float] = {}
     with Probe(url) as probe, tempfile.TemporaryDirectory() as scratch:
-        if probe.depth(LESSON_QUEUE.name) > 0:
-            sys.exit(f"error: {LESSON_QUEUE.name} holds tasks; the benchmark would delete them")
+        probe.take_over_lesson_queues()
         try:
             for what, queue, enqueue, command in workers:
                 totals = []

@@ -3,8 +3,10 @@
   python -m bench.run                      N=20,000 tasks, 3 repeats, on AMQP_URL's broker
   python -m bench.run --n 2000 --repeats 1
 
-It uses its own queues (bench.*, bench_dramatiq*) and deletes them afterwards. It prints a
-Markdown table of medians and ratios and writes it, with a PNG chart, to --out.
+It uses its own queues (bench.*, bench_dramatiq*) and task_queue, with its .retry and .dlq,
+and deletes them afterwards; it refuses to start if one of the last three holds a message or
+has a worker. It prints a Markdown table of medians and ratios and writes it, with a PNG chart,
+to --out.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from subprocess import DEVNULL
 
 import pika
 
-from rabbit_queues import QueueSpec, broker_url, run_script
+from rabbit_queues import QueueSpec, broker_url, counted, run_script
 from rabbit_queues.connection import open_connection
 from rabbit_queues.pipelined import publish_pipelined
 from rabbit_queues.queues import passive_declare
@@ -32,13 +34,15 @@ from rabbit_queues.queues import passive_declare
 REPO = Path(__file__).resolve().parent.parent
 # The lesson's worker consumes task_queue; the benchmark declares it classic, as the bare loops'.
 LESSON_QUEUE = QueueSpec("task_queue")
+# With the retry and dead-letter queues the lesson's worker declares (classic too, here).
+LESSON_QUEUES = [f"{LESSON_QUEUE.name}{suffix}" for suffix in ("", ".retry", ".dlq")]
 WORKER_ARGS = ["--queue-type", "classic"]
 BARE, BARE_CONFIRM_EACH = "bench.bare", "bench.bare_confirm_each"
 CELERY, DRAMATIQ = "bench.celery", "bench_dramatiq"
 FAIR = "bench.fair"
-BENCH_QUEUES = [BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR] + [
-    f"{queue}{suffix}" for queue in (LESSON_QUEUE.name, FAIR) for suffix in ("", ".retry", ".dlq")
-]  # with the retry and dead-letter queues this project's worker declares
+# With the retry and dead-letter queues this project's workers declare.
+BENCH_QUEUES = [BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR, f"{FAIR}.retry", f"{FAIR}.dlq"]
+BENCH_QUEUES += LESSON_QUEUES
 DRAMATIQ_EXTRA = ["bench_dramatiq.DQ", "bench_dramatiq.XQ"]  # its delay and dead-letter queues
 # Fair dispatch: every third task is long. Dealt round-robin, they all land on one worker.
 # (Long ones first: a greedy dispatcher cannot do better than the last long task started.)
@@ -69,8 +73,7 @@ def main() -> None:
 
     samples: dict[str, list[float | None]] = {}
     with Probe(url) as probe:
-        if probe.depth(LESSON_QUEUE.name) > 0:
-            sys.exit(f"error: {LESSON_QUEUE.name} holds tasks; the benchmark would delete them")
+        probe.take_over_lesson_queues()
         try:
             for repeat in range(1, args.repeats + 1):
                 print(f" [*] Run {repeat} of {args.repeats} (N={args.n})", file=sys.stderr)
@@ -334,6 +337,23 @@ class Probe:
             self.channel = self.connection.channel()
             return -1
         return declared.message_count
+
+    def take_over_lesson_queues(self) -> None:
+        """Delete task_queue, its .retry and .dlq, so that the benchmark declares them classic
+        whatever the lessons declared; exit with one line instead if one holds a message or has
+        a consumer (a learner's tasks, dead letters or worker)."""
+        for queue in LESSON_QUEUES:
+            declared = passive_declare(self.channel, queue)
+            if declared is None:
+                self.channel = self.connection.channel()  # a 404 closes the channel
+            elif declared.message_count or declared.consumer_count:
+                sys.exit(
+                    f"error: {queue} is in use ({counted(declared.message_count, 'messages')}, "
+                    f"{counted(declared.consumer_count, 'consumers')}); the benchmark runs the "
+                    f"lesson's worker on {', '.join(LESSON_QUEUES)} and deletes them: empty "
+                    "them and stop their workers first, or give --url another vhost"
+                )
+        self.delete(LESSON_QUEUES)
 
     def purge(self, queues: list[str]) -> None:
         for queue in queues:

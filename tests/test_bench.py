@@ -11,6 +11,9 @@ from conftest import table_rows
 from rabbitmq_node import free_port
 from script_runner import REPO
 
+# Lesson 2's queues: the benchmarks run its worker on them, declared classic, and delete them.
+LESSON_2_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dlq")
+
 PEERS = ("celery", "dramatiq", "matplotlib")
 ROWS = [
     "| Enqueue, msg/s | this project: pipelined confirms |",
@@ -36,6 +39,8 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
     missing = [name for name in PEERS if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"pip install -r requirements-bench.txt (missing: {', '.join(missing)})")
+    for queue in LESSON_2_QUEUES:  # as a learner's lessons left them: empty, quorum
+        probe.declare(queue)
 
     output = run_bench(
         "run",
@@ -57,6 +62,8 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
         assert row in table
     assert "N = 20 no-op tasks per measurement, median of 1 run(s)" in table
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+    for queue in LESSON_2_QUEUES:
+        assert probe.depth(queue) is None  # deleted afterwards
 
 
 @pytest.mark.timeout(120)
@@ -93,7 +100,7 @@ def test_the_instruction_count_compares_each_worker_with_bare_pika(broker, probe
     assert counted[0].group(3) == "1.000"  # the others are against it
     assert all(int(match.group(2).replace(",", "")) > 0 for match in counted)
     assert "N = 50 no-op tasks against 5, counted by valgrind's callgrind" in output
-    for queue in ("bench.bare", "task_queue", "task_queue.retry", "task_queue.dlq"):
+    for queue in ("bench.bare", *LESSON_2_QUEUES):
         assert probe.depth(queue) is None  # deleted afterwards
 
 
@@ -111,6 +118,26 @@ def test_a_benchmark_whose_broker_does_not_answer_says_so_in_one_line(module):
         f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (connection refused): start the "
         "broker (docker compose up -d) or check --url or the AMQP_URL environment variable\n"
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("module", ["run", "instructions"])
+def test_a_benchmark_leaves_a_learners_dead_letter_alone_and_says_why(broker, probe, module):
+    if module == "instructions" and shutil.which("valgrind") is None:
+        pytest.skip("apt-get install valgrind (bench/instructions.py looks for it first)")
+    for queue in LESSON_2_QUEUES:
+        probe.declare(queue)
+    probe.publish("task_queue.dlq", b"a dead letter of lesson 2's")
+
+    ran = bench_process(module, "--url", broker.url, timeout=50)
+
+    assert ran.returncode == 1
+    assert ran.stderr == (
+        "error: task_queue.dlq is in use (1 message, 0 consumers); the benchmark runs the "
+        "lesson's worker on task_queue, task_queue.retry, task_queue.dlq and deletes them: "
+        "empty them and stop their workers first, or give --url another vhost\n"
+    )
+    assert [probe.depth(queue) for queue in LESSON_2_QUEUES] == [0, 0, 1]
 
 
 def run_bench(module: str, *args: str, timeout: float) -> str:
