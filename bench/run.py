@@ -12,6 +12,7 @@ to --out.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import statistics
@@ -43,6 +44,7 @@ FAIR = "bench.fair"
 # With the retry and dead-letter queues this project's workers declare.
 BENCH_QUEUES = [BARE, BARE_CONFIRM_EACH, CELERY, DRAMATIQ, FAIR, f"{FAIR}.retry", f"{FAIR}.dlq"]
 BENCH_QUEUES += LESSON_QUEUES
+PEERS = ("celery", "dramatiq", "matplotlib")  # requirements-bench.txt: the peers and the chart
 DRAMATIQ_EXTRA = ["bench_dramatiq.DQ", "bench_dramatiq.XQ"]  # its delay and dead-letter queues
 # Fair dispatch: every third task is long. Dealt round-robin, they all land on one worker.
 # (Long ones first: a greedy dispatcher cannot do better than the last long task started.)
@@ -67,6 +69,12 @@ def main() -> None:
         help="seconds a drain may take; a slower worker is rated on what it did by then",
     )
     args = parser.parse_args()
+    for peer in PEERS:  # before a minute of work, not in the middle of it
+        try:
+            importlib.import_module(peer)
+        except ModuleNotFoundError as missing:
+            install = "pip install -r requirements-bench.txt"
+            sys.exit(f"error: {missing.name} is not installed: {install}")
     url = broker_url(args.url)
     os.environ["BENCH_DRAIN_BUDGET"] = str(args.drain_budget)
     os.environ["BENCH_AMQP_URL"] = url  # read by the Celery and Dramatiq peers

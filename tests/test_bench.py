@@ -1,6 +1,7 @@
 """The benchmark runs from one command and reports every row (no speed is asserted here)."""
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -140,6 +141,30 @@ def test_a_benchmark_leaves_a_learners_dead_letter_alone_and_says_why(broker, pr
     assert [probe.depth(queue) for queue in LESSON_2_QUEUES] == [0, 0, 1]
 
 
+@pytest.mark.timeout(60)
+def test_the_benchmark_without_its_peers_says_what_to_install_before_anything_else(tmp_path):
+    # A package that is not there, as the import system reports it; and a broker that is
+    # not there either: the missing peer is what it must say, before it connects.
+    (tmp_path / "dramatiq").mkdir()
+    (tmp_path / "dramatiq/__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'dramatiq'\", name='dramatiq')\n"
+    )
+    port = free_port()
+
+    ran = bench_process(
+        "run",
+        "--url",
+        f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+        timeout=50,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+
+    assert ran.returncode == 1
+    assert ran.stderr == (
+        "error: dramatiq is not installed: pip install -r requirements-bench.txt\n"
+    )
+
+
 def run_bench(module: str, *args: str, timeout: float) -> str:
     """What ``python -m bench.<module> <args>`` printed, once it has succeeded."""
     ran = bench_process(module, *args, timeout=timeout)
@@ -147,12 +172,15 @@ def run_bench(module: str, *args: str, timeout: float) -> str:
     return ran.stdout
 
 
-def bench_process(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def bench_process(
+    module: str, *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m bench.<module> <args>`` within ``timeout`` seconds (less than the
     test's own)."""
     return subprocess.run(
         [sys.executable, "-m", f"bench.{module}", *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
