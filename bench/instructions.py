@@ -34,6 +34,7 @@ from bench.run import (
     drain,
     enqueue_bare,
     enqueue_project,
+    require_at_least,
 )
 from rabbit_queues import broker_url, run_script
 
@@ -49,10 +50,9 @@ def main() -> None:
     parser.add_argument("--url", help="broker (default: AMQP_URL, else the local default)")
     parser.add_argument("--n", type=int, default=2_000, help="no-op tasks (at least 20)")
     args = parser.parse_args()
+    require_at_least(20, n=args.n)
     if shutil.which("valgrind") is None:
         sys.exit("error: valgrind is not installed (apt-get install valgrind)")
-    if args.n < 20:
-        sys.exit("error: --n must be at least 20")
     url = broker_url(args.url)
     os.environ["BENCH_DRAIN_BUDGET"] = "inf"  # drain() reads it: every task, however slow
     python = sys.executable

@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 
-from bench.run import Probe, drain, enqueue_project, timed
+from bench.run import Probe, drain, enqueue_project, require_at_least, timed
 from rabbit_queues import QueueSpec, broker_url, dead_letter_queue, run_script
 from rabbit_queues.queues import QueueType
 
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="no-op tasks per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    require_at_least(1, n=args.n, repeats=args.repeats)
     url = broker_url(args.url)
     os.environ["BENCH_DRAIN_BUDGET"] = "120"  # drain() reads it; these drains always finish
 

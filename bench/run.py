@@ -69,6 +69,7 @@ def main() -> None:
         help="seconds a drain may take; a slower worker is rated on what it did by then",
     )
     args = parser.parse_args()
+    require_at_least(1, n=args.n, repeats=args.repeats, drain_budget=args.drain_budget)
     for peer in PEERS:  # before a minute of work, not in the middle of it
         try:
             importlib.import_module(peer)
@@ -96,6 +97,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table)
     draw_chart(medians, args.out / "results.png")
+
+
+def require_at_least(minimum: float, **options: float) -> None:
+    """Exit with one line if an option is below ``minimum``: before any work, not in it."""
+    for name, value in options.items():
+        if not value >= minimum:  # NaN too
+            sys.exit(f"error: --{name.replace('_', '-')} must be at least {minimum:g}")
 
 
 def run_once(url: str, probe: Probe, n: int, repeat: int) -> dict[str, float | None]:

@@ -165,6 +165,27 @@ def test_the_benchmark_without_its_peers_says_what_to_install_before_anything_el
     )
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("module", "option", "value", "error"),
+    [
+        ("run", "--n", "0", "error: --n must be at least 1"),
+        ("run", "--repeats", "0", "error: --repeats must be at least 1"),
+        ("run", "--drain-budget", "-1", "error: --drain-budget must be at least 1"),
+        ("quorum", "--n", "-5", "error: --n must be at least 1"),
+        ("instructions", "--n", "5", "error: --n must be at least 20"),
+    ],
+)
+def test_a_benchmark_refuses_a_count_it_cannot_run_in_one_line(module, option, value, error):
+    port = free_port()  # nothing listens there: the check comes before connecting
+
+    ran = bench_process(
+        module, option, value, "--url", f"amqp://guest:guest@127.0.0.1:{port}/%2F", timeout=50
+    )
+
+    assert (ran.returncode, ran.stderr) == (1, f"{error}\n")
+
+
 def run_bench(module: str, *args: str, timeout: float) -> str:
     """What ``python -m bench.<module> <args>`` printed, once it has succeeded."""
     ran = bench_process(module, *args, timeout=timeout)
