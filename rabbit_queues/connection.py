@@ -32,6 +32,7 @@ REFUSALS = (
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 URL_HINT = "check --url or the AMQP_URL environment variable"
+EXPECTED = "expected amqp://user:password@host:port/vhost, or amqps:// for TLS"
 
 
 def broker_url(cli_url: str | list[str] | None = None) -> str:
@@ -56,23 +57,29 @@ def redact_url(url: str) -> str:
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str]:
-    """(scheme, user and password, host and the rest) of ``url``; the middle is '' if it has
-    none. Split at '://' and at the last '@', not parsed as a URL: a password holding an
-    unencoded '/', '#' or '?' would end a parsed one early, and show the rest."""
-    scheme, separator, rest = url.partition("://")
+    """(scheme and '://', user and password, host and the rest) of ``url``; the middle is ''
+    if it has none. Split at '://' and at the last '@', not parsed as a URL: a password holding
+    an unencoded '/', '#' or '?' would end a parsed one early, and show the rest. Without a
+    '://' (user:password@host), all before the last '@' is the user and password."""
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
     userinfo, at, host_and_path = rest.rpartition("@")
-    return scheme, userinfo if separator and at else "", host_and_path
+    return scheme + separator, userinfo if at else "", host_and_path if at else rest
 
 
 def _redact_one(url: str) -> str:
     scheme, userinfo, host_and_path = _split_userinfo(url)
     if ":" not in userinfo:
         return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host_and_path}"
+    return f"{scheme}{userinfo.split(':', 1)[0]}:***@{host_and_path}"
 
 
 def url_parameters(url: str) -> pika.URLParameters:
     """pika's parameters for ``url``; BrokerError (password hidden) if it is malformed."""
+    if _split_userinfo(url)[0].lower() not in ("amqp://", "amqps://"):
+        raise BrokerError(
+            f"invalid broker URL {redact_url(url)}: not an amqp:// or amqps:// URL ({EXPECTED}); "
+            f"{URL_HINT}"
+        )
     if any(character in _split_userinfo(url)[1] for character in "/#?"):
         # pika would read part of the password as the port, and say so, password and all.
         raise BrokerError(
@@ -84,8 +91,7 @@ def url_parameters(url: str) -> pika.URLParameters:
     except Exception as error:  # pika fails on some malformed URLs with an IndexError
         reason = str(error) if isinstance(error, ValueError) else "not a URL"
         raise BrokerError(
-            f"invalid broker URL {redact_url(url)}: {reason} (expected amqp://user:password@"
-            f"host:port/vhost, or amqps:// for TLS); {URL_HINT}"
+            f"invalid broker URL {redact_url(url)}: {reason} ({EXPECTED}); {URL_HINT}"
         ) from None
 
 

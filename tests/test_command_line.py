@@ -136,12 +136,34 @@ def test_a_password_that_breaks_the_url_is_never_printed(scripts, password):
         assert piece not in failed.stdout + failed.stderr
 
 
-def test_a_url_pika_cannot_parse_is_one_line_that_shows_the_expected_form(scripts):
-    failed = scripts.run("python work_queue/new_task.py --url localhost")
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("localhost", "localhost"),
+        # The management UI's address, pasted by mistake: said at once, not after a timeout.
+        ("http://guest:s3cret@localhost:15672/", "http://guest:***@localhost:15672/"),
+        # No scheme: pika would call the user name the scheme; the password is still hidden.
+        ("learner:s3cret@localhost:5672", "learner:***@localhost:5672"),
+    ],
+)
+def test_a_url_that_is_not_amqp_is_one_line_that_shows_the_expected_form(scripts, url, shown):
+    failed = scripts.run(f"python work_queue/new_task.py --url '{url}'")
 
     assert failed.returncode == 1
     assert failed.stderr == (
-        "error: invalid broker URL localhost: not a URL (expected amqp://user:password@host:"
+        f"error: invalid broker URL {shown}: not an amqp:// or amqps:// URL (expected "
+        "amqp://user:password@host:port/vhost, or amqps:// for TLS); check --url or the "
+        "AMQP_URL environment variable\n"
+    )
+    assert "s3cret" not in failed.stdout + failed.stderr
+
+
+def test_a_url_pika_cannot_parse_is_one_line_that_shows_the_expected_form(scripts):
+    failed = scripts.run("python work_queue/new_task.py --url 'amqp://@'")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: invalid broker URL amqp://@: not a URL (expected amqp://user:password@host:"
         "port/vhost, or amqps:// for TLS); check --url or the AMQP_URL environment variable\n"
     )
 

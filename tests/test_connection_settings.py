@@ -16,6 +16,9 @@ from rabbit_queues.connection import DEFAULT_URL, broker_url, redact_url
         # Unencoded '/', '#', '?' or '@' in the password: still all of it hidden.
         ("amqp://learner2:hunter2/secret@host/", "amqp://learner2:***@host/"),
         ("amqp://u:p@ss:w/rd#1%?@host:5672/%2F", "amqp://u:***@host:5672/%2F"),
+        ("amqp://u:p://x@host/", "amqp://u:***@host/"),
+        # No scheme (a malformed URL, refused, but its error message shows it): hidden too.
+        ("learner:s3cret@localhost:5672", "learner:***@localhost:5672"),
     ],
 )
 def test_redact_url_hides_the_password(url, shown):
