@@ -53,8 +53,9 @@ def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument(
         "--management-url",
-        help="the management API (default: the MANAGEMENT_URL environment variable, else "
-        "http://<broker host>:15672/)",
+        help="the management API, http:// or https:// without a user (it is asked with the "
+        "broker URL's); default: the MANAGEMENT_URL environment variable, else "
+        "http://<broker host>:15672/",
     )
     parser.add_argument("--watch", action="store_true", help="refresh every second")
     args = parser.parse_args()

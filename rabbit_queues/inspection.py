@@ -14,9 +14,15 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from rabbit_queues.connection import node_urls, open_connection, url_parameters
+from rabbit_queues.connection import (
+    BrokerError,
+    node_urls,
+    open_connection,
+    redact_url,
+    url_parameters,
+)
 from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
 HTTP_TIMEOUT_SECONDS = 3
@@ -38,10 +44,29 @@ def management_url(amqp_url: str, given: str | None = None) -> str:
     """The management API: ``given``, else ``MANAGEMENT_URL``, else port 15672 of the broker's
     host (its first node's; https on 15671 for amqps://)."""
     if given or os.environ.get("MANAGEMENT_URL"):
-        return (given or os.environ["MANAGEMENT_URL"]).rstrip("/") + "/"
+        return _checked((given or os.environ["MANAGEMENT_URL"]).rstrip("/") + "/")
     parameters = url_parameters(node_urls(amqp_url)[0])
     scheme, port = ("https", 15671) if parameters.ssl_options else ("http", 15672)
     return f"{scheme}://{parameters.host}:{port}/"
+
+
+def _checked(api_url: str) -> str:
+    """``api_url``, or BrokerError (password hidden) if it cannot be the management API's."""
+    problem = None
+    try:
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
+            problem = "expected http://host:15672/, or https://"
+        elif parts.username is not None:
+            problem = "it must not hold a user (the API is asked with the AMQP URL's)"
+    except ValueError as error:  # a port that is not a number, a broken IPv6 address
+        problem = str(error)
+    if problem is not None:
+        raise BrokerError(
+            f"invalid management API URL {redact_url(api_url)}: {problem}; check "
+            "--management-url or the MANAGEMENT_URL environment variable"
+        )
+    return api_url
 
 
 class ManagementUnavailable(Exception):

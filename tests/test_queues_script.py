@@ -109,3 +109,29 @@ def test_queues_says_in_one_line_when_the_broker_is_unreachable(scripts):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ("localhost:15672", "localhost:15672/: expected http://host:15672/, or https://"),
+        (
+            "http://admin:s3cret@localhost:15672",
+            "http://admin:***@localhost:15672/: it must not hold a user (the API is asked with "
+            "the AMQP URL's)",
+        ),
+        ("http://[::1", "http://[::1/: Invalid IPv6 URL"),
+    ],
+)
+def test_queues_refuses_a_management_url_it_cannot_use_in_one_line(scripts, given, error):
+    port = free_port()  # said before connecting to anything
+    env = {"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F", "MANAGEMENT_URL": given}
+
+    result = scripts.run("python queues.py", env=env)
+
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: invalid management API URL {error}; check --management-url or the "
+        "MANAGEMENT_URL environment variable\n",
+    )
