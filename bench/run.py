@@ -18,6 +18,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -81,7 +82,10 @@ def main() -> None:
     os.environ["BENCH_AMQP_URL"] = url  # read by the Celery and Dramatiq peers
 
     samples: dict[str, list[float | None]] = {}
-    with Probe(url) as probe:
+    # The workers' temporary files go in a directory of the benchmark's own, removed at the end:
+    # Celery's prefork pool, stopped with SIGTERM, can leave an empty pymp-* directory behind.
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch, Probe(url) as probe:
+        os.environ["TMPDIR"] = scratch  # for the workers it starts (this process has its own)
         probe.take_over_lesson_queues()
         try:
             for repeat in range(1, args.repeats + 1):

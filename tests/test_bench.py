@@ -42,6 +42,8 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
         pytest.skip(f"pip install -r requirements-bench.txt (missing: {', '.join(missing)})")
     for queue in LESSON_2_QUEUES:  # as a learner's lessons left them: empty, quorum
         probe.declare(queue)
+    temporary = tmp_path / "tmp"  # where the benchmark and every worker it starts write theirs
+    temporary.mkdir()
 
     output = run_bench(
         "run",
@@ -56,6 +58,7 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
         "--out",
         str(tmp_path),
         timeout=280,
+        env={**os.environ, "TMPDIR": str(temporary)},
     )
     table = (tmp_path / "results.md").read_text()
     assert output.strip() == table.strip()
@@ -65,6 +68,7 @@ def test_the_benchmark_produces_every_row_and_the_chart(broker, probe, tmp_path)
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
     for queue in LESSON_2_QUEUES:
         assert probe.depth(queue) is None  # deleted afterwards
+    assert list(temporary.iterdir()) == []  # nothing left (Celery left a pymp-* one run in four)
 
 
 @pytest.mark.timeout(120)
@@ -186,9 +190,9 @@ def test_a_benchmark_refuses_a_count_it_cannot_run_in_one_line(module, option, v
     assert (ran.returncode, ran.stderr) == (1, f"{error}\n")
 
 
-def run_bench(module: str, *args: str, timeout: float) -> str:
+def run_bench(module: str, *args: str, timeout: float, env: dict[str, str] | None = None) -> str:
     """What ``python -m bench.<module> <args>`` printed, once it has succeeded."""
-    ran = bench_process(module, *args, timeout=timeout)
+    ran = bench_process(module, *args, timeout=timeout, env=env)
     assert ran.returncode == 0, ran.stderr
     return ran.stdout
 
