@@ -30,7 +30,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.cli import counted
+from rabbit_queues.cli import counted, shortened
 from rabbit_queues.connection import (
     BLOCKED_TOO_LONG,
     REFUSALS,
@@ -396,8 +396,10 @@ def send_lines(
             "Ctrl+D to finish.",
             file=sys.stderr,
         )
+    if hasattr(lines, "reconfigure"):  # bytes that are not UTF-8 reach _text(), to be named
+        lines.reconfigure(errors="surrogateescape")
     started = time.perf_counter()
-    messages = (to_message(line.rstrip("\r\n")) for line in lines if line.strip())
+    messages = (to_message(_text(line.rstrip("\r\n"))) for line in lines if line.strip())
     # On a terminal, a progress line; into a pipe or a file, only the summary.
     progress = _ProgressLine(noun, started) if sys.stderr.isatty() else None
     try:
@@ -409,6 +411,16 @@ def send_lines(
             progress.clear()
     elapsed = time.perf_counter() - started
     print(f" [x] Sent {counted(count, noun)} in {elapsed:.2f} s, each confirmed by the broker")
+
+
+def _text(line: str) -> str:
+    """``line``; ValueError if standard input gave bytes that are not UTF-8 text."""
+    try:
+        line.encode()
+    except UnicodeEncodeError:
+        raw = line.encode(errors="surrogateescape")
+        raise ValueError(f"a line is not UTF-8 text: {shortened(repr(raw))}") from None
+    return line
 
 
 class _ProgressLine:

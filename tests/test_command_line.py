@@ -209,6 +209,24 @@ def test_unbalanced_quote_on_stdin_stops_with_the_count_sent(scripts, probe):
     assert probe.depth("tasks") == 1
 
 
+@pytest.mark.parametrize("folder", ["hello_world", "work_queue", "task_queue"])
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])  # strict UTF-8 on stdin, or not
+def test_a_line_on_stdin_that_is_not_utf8_stops_with_the_count_sent(scripts, probe, folder, locale):
+    failed = scripts.run(
+        f"printf 'add 1 2\\n\\xff\\xfe add\\nadd 3 4\\n' | python {folder}/new_task.py -",
+        env={"LC_ALL": locale, "PYTHONUTF8": "0"},
+    )
+
+    noun = "message was" if folder == "hello_world" else "task was"
+    assert (failed.returncode, failed.stderr) == (
+        1,
+        f"error: a line is not UTF-8 text: b'\\xff\\xfe add' (1 {noun} sent and confirmed "
+        "before that)\n",
+    )
+    queue = {"hello_world": "hello", "work_queue": "task_queue", "task_queue": "tasks"}[folder]
+    assert probe.depth(queue) == 1
+
+
 def test_amqps_verifies_the_broker_certificate_and_host_name(scripts, broker, probe):
     if broker.tls_port is None:
         pytest.skip(f"only the throwaway local node has a TLS listener, not {broker.kind}")
