@@ -352,21 +352,24 @@ class Probe:
         self.connection.close()
 
     def depth(self, queue: str) -> int:
+        """Messages ready in ``queue``; -1 if it is not declared (yet, by its worker)."""
+        declared = self.declared(queue)
+        return -1 if declared is None else declared.message_count
+
+    def declared(self, queue: str) -> pika.spec.Queue.DeclareOk | None:
+        """``queue``'s passive declare; None if there is no such queue."""
         declared = passive_declare(self.channel, queue)
-        if declared is None:  # not declared yet by its worker
-            self.channel = self.connection.channel()
-            return -1
-        return declared.message_count
+        if declared is None:
+            self.channel = self.connection.channel()  # a 404 closes the channel
+        return declared
 
     def take_over_lesson_queues(self) -> None:
         """Delete task_queue, its .retry and .dlq, so that the benchmark declares them classic
         whatever the lessons declared; exit with one line instead if one holds a message or has
         a consumer (a learner's tasks, dead letters or worker)."""
         for queue in LESSON_QUEUES:
-            declared = passive_declare(self.channel, queue)
-            if declared is None:
-                self.channel = self.connection.channel()  # a 404 closes the channel
-            elif declared.message_count or declared.consumer_count:
+            declared = self.declared(queue)
+            if declared is not None and (declared.message_count or declared.consumer_count):
                 sys.exit(
                     f"error: {queue} is in use ({counted(declared.message_count, 'messages')}, "
                     f"{counted(declared.consumer_count, 'consumers')}); the benchmark runs the "

@@ -75,12 +75,13 @@ def _redact_one(url: str) -> str:
 
 def url_parameters(url: str) -> pika.URLParameters:
     """pika's parameters for ``url``; BrokerError (password hidden) if it is malformed."""
-    if _split_userinfo(url)[0].lower() not in ("amqp://", "amqps://"):
+    scheme, userinfo, _ = _split_userinfo(url)
+    if scheme.lower() not in ("amqp://", "amqps://"):
         raise BrokerError(
             f"invalid broker URL {redact_url(url)}: not an amqp:// or amqps:// URL ({EXPECTED}); "
             f"{URL_HINT}"
         )
-    if any(character in _split_userinfo(url)[1] for character in "/#?"):
+    if any(character in userinfo for character in "/#?"):
         # pika would read part of the password as the port, and say so, password and all.
         raise BrokerError(
             f"invalid broker URL {redact_url(url)}: its user or password holds '/', '#' or "
