@@ -109,7 +109,7 @@ class Broker(KeepsWorking):
             self.declare(dead_letter_queue(spec), retry_queue(spec))
         self._subscription = _Subscription(spec, handler, prefetch_count, auto_ack)
         self._stop_on_signals()  # from now on: a worker that said it waits must stop cleanly
-        self._subscribe()
+        self._subscribe_or_reconnect()  # _subscribe() below (staying_up.py: if RabbitMQ fails it)
         threading.Thread(target=self._pump, name="heartbeat pump", daemon=True).start()
 
     def _subscribe(self) -> None:

@@ -41,6 +41,7 @@ IDLE_SECONDS = 0.25  # how long a worker waits in pika between looks at Ctrl+C a
 RETRY_GRACE_SECONDS = 1  # how late a retry may come back from its retry queue
 PUMP_SECONDS = 0.5  # a handler running longer than this has the connection served meanwhile
 RECONNECT_DELAYS = (0.5, 1, 2, 4, 8)  # seconds before each reconnect attempt; then the last
+INTERNAL_ERROR = 541  # RabbitMQ closes the connection with it when it crashes on our request
 # The connection, or our channel on it, is gone: reconnect. (A channel the broker closes
 # requeues what it had unacknowledged.)
 LOST = (
@@ -305,6 +306,24 @@ class KeepsWorking:
             print(f" [*] {verb} {redact_url(self.node_url or '')} (attempt {attempt})")
             return True
         raise AssertionError("unreachable")
+
+    def _subscribe_or_reconnect(self) -> None:
+        """consume()'s _subscribe(). RabbitMQ (3.10 and 4.0 alike) crashes on a basic_consume
+        that reaches a quorum queue whose replica is not running, such as one deleted and
+        declared again a moment before, and closes the whole connection with 541
+        INTERNAL_ERROR: connect again, as run() does after a loss, rather than exit."""
+        try:
+            self._subscribe()
+        except pika.exceptions.ConnectionClosedByBroker as error:
+            if error.reply_code != INTERNAL_ERROR:
+                raise
+            print(
+                f" [!] RabbitMQ failed this worker's subscription ({error.reply_code} "
+                f"{error.reply_text}); reconnecting"
+            )
+            self._disconnect()
+            if not self._reconnect():  # Ctrl+C while waiting to: stop as before consume()
+                raise KeyboardInterrupt from None
 
     def _stop_on_signals(self) -> None:
         """Ctrl+C and SIGTERM ask for a clean stop (the current message first); a second one

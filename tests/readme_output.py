@@ -6,7 +6,8 @@ of docs/; a test runs the command it follows and checks what it printed with
 a name, and every name a test that uses it.
 
 Allowed to differ: task and chain ids, durations ("in 0.01 s"), clock times, which worker of
-the demo's three is which, and the broker's address (the tests' own broker is not at
+the demo's three is which, the number of the reconnect attempt that worked, and the broker's
+address (the tests' own broker is not at
 localhost:5672). A line "..." in a block stands for any number of lines.
 """
 
@@ -31,6 +32,7 @@ VARIES = [
     (r"\b\d+\.\d\d s\b", "<duration>"),
     (r"\b\d\d:\d\d:\d\d(\.\d{3})?\b", "<time>"),
     (r"\bworker-\d\b", "worker-<n>"),
+    (r"(?m)\(attempt \d+\)$", "(attempt <n>)"),  # how many reconnects it took
 ]
 
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
 from rabbitmq_node import LocalNode
+from readme_output import assert_prints
 
 
 def test_killed_mid_task_with_kill_9_another_worker_does_it(scripts, probe):
@@ -122,6 +123,42 @@ def test_deleting_the_queue_under_a_worker_stops_it_with_one_line(scripts, probe
         "error: RabbitMQ cancelled this worker's subscription to 'task_queue' (was the queue "
         "deleted?); nothing more will arrive, so the worker stops"
     )
+
+
+# task_queue's replica on this node (a quorum queue is a Ra cluster), stopped or started again.
+RA_SERVER = (
+    'rabbitmqctl eval \'{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, '
+    '<<"task_queue">>)), {Name, _} = amqqueue:get_pid(Q), ra:ACTION(quorum_queues, '
+    "{Name, node()}).'"
+)
+
+
+def test_a_subscription_rabbitmq_fails_at_start_up_is_retried(scripts, probe, broker):
+    """RabbitMQ closes the connection (541) when a consume reaches a quorum queue whose
+    replica is not running: here stopped on purpose; in the wild, a queue deleted and
+    declared again a moment before (as every test here does to task_queue)."""
+    probe.declare("task_queue")
+    stopped = scripts.rabbitmqctl(RA_SERVER.replace("ACTION", "stop_server"))
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    try:
+        worker = scripts.start("python work_queue/worker.py")
+        worker.wait_for(
+            r"^ \[!\] RabbitMQ failed this worker's subscription \(541 INTERNAL_ERROR\); "
+            r"reconnecting$"
+        )
+        worker.wait_for(r"^ \[!\] Reconnect attempt 1 failed: ")  # the replica is still down
+    finally:
+        started = scripts.rabbitmqctl(RA_SERVER.replace("ACTION", "restart_server"))
+    assert started.returncode == 0, started.stdout + started.stderr
+
+    worker.wait_for(r"^ \[\*\] Waiting for messages\. To exit press CTRL\+C$", timeout=30)
+    assert_prints("subscription-retried", worker.output, broker)
+    send(scripts, 'python work_queue/new_task.py "A task."')
+    worker.wait_for(r"^ \[x\] Done$")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert probe.depth("task_queue") == 0
+    assert "Traceback" not in worker.output
 
 
 def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker):
