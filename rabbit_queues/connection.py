@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import pika
 import pika.exceptions
@@ -51,11 +53,6 @@ def node_urls(url: str) -> list[str]:
     return [node.strip() for node in url.split(",") if node.strip()] or [url]
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password(s) replaced by ``***``, safe to print or log."""
-    return ",".join(_redact_one(node) for node in node_urls(url))
-
-
 def _split_userinfo(url: str) -> tuple[str, str, str]:
     """(scheme and '://', user and password, host and the rest) of ``url``; the middle is ''
     if it has none. Split at '://' and at the last '@', not parsed as a URL: a password holding
@@ -64,6 +61,22 @@ def _split_userinfo(url: str) -> tuple[str, str, str]:
     scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
     userinfo, at, host_and_path = rest.rpartition("@")
     return scheme + separator, userinfo if at else "", host_and_path if at else rest
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password(s) replaced by ``***``, safe to print or log."""
+    url = SSL_OPTIONS.sub(_hide_key_password, url)
+    return ",".join(_redact_one(node) for node in node_urls(url))
+
+
+SSL_OPTIONS = re.compile(r"(ssl_options=)([^&]*)", re.IGNORECASE)
+
+
+def _hide_key_password(option: re.Match[str]) -> str:
+    """pika's ?ssl_options={...} may hold the client key's 'password': then all of it is
+    hidden, up to the next '&' (past any comma: a list of nodes would split it there)."""
+    value = option[2]
+    return option[1] + ("***" if "password" in unquote(value).lower() else value)
 
 
 def _redact_one(url: str) -> str:
@@ -89,11 +102,23 @@ def url_parameters(url: str) -> pika.URLParameters:
         )
     try:
         return pika.URLParameters(url)
-    except Exception as error:  # pika fails on some malformed URLs with an IndexError
-        reason = str(error) if isinstance(error, ValueError) else "not a URL"
+    except Exception as error:
         raise BrokerError(
-            f"invalid broker URL {redact_url(url)}: {reason} ({EXPECTED}); {URL_HINT}"
+            f"invalid broker URL {redact_url(url)}: {_why_pika_refused(error)} ({EXPECTED}); "
+            f"{URL_HINT}"
         ) from None
+
+
+def _why_pika_refused(error: Exception) -> str:
+    if isinstance(error, SyntaxError) or str(error).startswith("malformed node"):
+        # pika reads these three with ast.literal_eval, whose messages say nothing useful.
+        return (
+            "ssl_options, client_properties and tcp_options take a Python literal, such as "
+            "ssl_options={'ca_certs':'ca.pem'}"
+        )
+    if isinstance(error, OSError):  # a file ssl_options names
+        return f"a file its ssl_options names: {error.strerror}"
+    return str(error) if isinstance(error, ValueError) else "not a URL"  # an IndexError...
 
 
 def open_connection(url: str) -> pika.BlockingConnection:

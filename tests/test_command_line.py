@@ -148,6 +148,18 @@ NOT_AMQP = "not an amqp:// or amqps:// URL"
         # No scheme: pika would call the user name the scheme; the password is still hidden.
         ("learner:s3cret@localhost:5672", "learner:***@localhost:5672", NOT_AMQP),
         ("amqp://@", "amqp://@", "not a URL"),  # pika fails on it with a TypeError
+        (  # pika's ast.literal_eval: 'malformed node or string on line 1: <ast.Name object...>'
+            "amqps://guest:s3cret@localhost/?ssl_options=zzz",
+            "amqps://guest:***@localhost/?ssl_options=zzz",
+            "ssl_options, client_properties and tcp_options take a Python literal, such as "
+            "ssl_options={'ca_certs':'ca.pem'}",
+        ),
+        (  # {'ca_certs':'/no/ca.pem','certfile':'c.pem','password':'s3cret'}: the key's password
+            "amqps://localhost/?ssl_options=%7B%27ca_certs%27%3A%27%2Fno%2Fca.pem%27%2C"
+            "%27certfile%27%3A%27c.pem%27%2C%27password%27%3A%27s3cret%27%7D",
+            "amqps://localhost/?ssl_options=***",
+            "a file its ssl_options names: No such file or directory",
+        ),
     ],
 )
 def test_a_url_that_cannot_be_used_is_one_line_that_shows_the_expected_form(
