@@ -140,6 +140,14 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun.removesuffix('s') if count == 1 else noun}"
 
 
+HINTS = {  # what to do about a refusal, by its reply code
+    403: (
+        "; the user needs configure, write and read permissions on the vhost: rabbitmqctl "
+        "set_permissions -p VHOST USER '.*' '.*' '.*'"
+    ),
+}
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a lesson script: print broker problems in one line on stderr, exit non-zero."""
     # Line-buffered even into a pipe, so `worker.py | tee log` shows each line as it happens;
@@ -159,6 +167,8 @@ def run_script(main: Callable[[], None]) -> None:
             f"error: {BLOCKED_TOO_LONG}; the message was not confirmed: it may or may not be "
             "in the queue"
         )
+    except pika.exceptions.ChannelClosedByBroker as error:  # it refused what we asked
+        sys.exit(f"error: RabbitMQ refused: {error.reply_text}{HINTS.get(error.reply_code, '')}")
     except pika.exceptions.AMQPError as error:
         sys.exit(f"error: lost the connection to RabbitMQ ({type(error).__name__}: {error})")
     except KeyboardInterrupt:

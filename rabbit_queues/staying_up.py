@@ -11,9 +11,10 @@ re-entrancy guard makes that call do I/O and timers only (heartbeats sent and re
 buffered) and dispatch nothing.
 
 Also here: a handler that raises (its message dead-lettered with the reason, or dropped, loudly,
-if even that is refused), reconnecting with backoff and failing over to the next node, Ctrl+C
-and SIGTERM (the current message first), --burst, the broker cancelling the subscription or
-closing the channel (consumer_timeout), a resource alarm blocking publishes.
+if even that is refused), reconnecting with backoff and failing over to the next node (also
+when RabbitMQ fails the first subscription), Ctrl+C and SIGTERM (the current message first),
+--burst, the broker cancelling the subscription or closing the channel (consumer_timeout), a
+resource alarm blocking publishes.
 """
 
 from __future__ import annotations

@@ -89,6 +89,28 @@ def test_wrong_password_is_reported_but_never_printed(scripts, broker):
     assert len(failed.stderr.splitlines()) == 1
 
 
+def test_a_user_without_permissions_is_told_which_to_get(scripts, broker):
+    user = "no-configure"
+    for command in (
+        f"rabbitmqctl add_user {user} its-Pa55word",
+        f"rabbitmqctl set_permissions {user} '^$' '.*' '.*'",  # may not declare a queue
+    ):
+        done = scripts.rabbitmqctl(command)
+        assert done.returncode == 0, done.stderr
+    url = broker.url.replace("guest:guest@", f"{user}:its-Pa55word@")
+    try:
+        failed = scripts.run(f"python work_queue/new_task.py --url '{url}' 'A task.'")
+    finally:
+        scripts.rabbitmqctl(f"rabbitmqctl delete_user {user}")
+
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        f"error: RabbitMQ refused: ACCESS_REFUSED - access to queue 'task_queue' in vhost '/' "
+        f"refused for user '{user}'; the user needs configure, write and read permissions on "
+        "the vhost: rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*'\n"
+    )
+
+
 def test_unknown_vhost_is_one_line(scripts, broker):
     url = broker.url.rsplit("/", 1)[0] + "/no-such-vhost"
 
