@@ -53,14 +53,7 @@ def node_urls(url: str) -> list[str]:
     return [node.strip() for node in url.split(",") if node.strip()] or [url]
 
 
-def _split_userinfo(url: str) -> tuple[str, str, str]:
-    """(scheme and '://', user and password, host and the rest) of ``url``; the middle is ''
-    if it has none. Split at '://' and at the last '@', not parsed as a URL: a password holding
-    an unencoded '/', '#' or '?' would end a parsed one early, and show the rest. Without a
-    '://' (user:password@host), all before the last '@' is the user and password."""
-    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
-    userinfo, at, host_and_path = rest.rpartition("@")
-    return scheme + separator, userinfo if at else "", host_and_path if at else rest
+SSL_OPTIONS = re.compile(r"(ssl_options=)([^&]*)", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -69,14 +62,21 @@ def redact_url(url: str) -> str:
     return ",".join(_redact_one(node) for node in node_urls(url))
 
 
-SSL_OPTIONS = re.compile(r"(ssl_options=)([^&]*)", re.IGNORECASE)
-
-
 def _hide_key_password(option: re.Match[str]) -> str:
     """pika's ?ssl_options={...} may hold the client key's 'password': then all of it is
     hidden, up to the next '&' (past any comma: a list of nodes would split it there)."""
     value = option[2]
     return option[1] + ("***" if "password" in unquote(value).lower() else value)
+
+
+def _split_userinfo(url: str) -> tuple[str, str, str]:
+    """(scheme and '://', user and password, host and the rest) of ``url``; the middle is ''
+    if it has none. Split at '://' and at the last '@', not parsed as a URL: a password holding
+    an unencoded '/', '#' or '?' would end a parsed one early, and show the rest. Without a
+    '://' (user:password@host), all before the last '@' is the user and password."""
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
+    userinfo, at, host_and_path = rest.rpartition("@")
+    return scheme + separator, userinfo if at else "", host_and_path if at else rest
 
 
 def _redact_one(url: str) -> str:
