@@ -22,6 +22,9 @@ from script_runner import RunningScript
 
 from rabbit_queues.pipelined import WINDOW
 
+# One process runs this file's tests, so that its three-node cluster is started once.
+pytestmark = pytest.mark.xdist_group("cluster")
+
 TASKS = 1000
 RESULT = re.compile(r"^ \[x\] Task (\S+): sleep\(0.01\) = 0.01$")
 
