@@ -144,7 +144,6 @@ class Broker(KeepsWorking):
             except LOST as error:
                 lost = f"Lost the connection to RabbitMQ ({type(error).__name__})"
                 print(f" [!] {error if isinstance(error, ConnectionLost) else lost}; reconnecting")
-                self._disconnect()
                 if not self._reconnect():
                     break
         print(" [*] Exiting")

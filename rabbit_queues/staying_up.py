@@ -280,13 +280,12 @@ class KeepsWorking:
             raise ConnectionLost(f"{queues[-1].name} was deleted")
         return all(queue.message_count == 0 for queue in declared if queue is not None)
 
-    def _disconnect(self) -> None:
-        with self._in_pika, suppress(Exception):  # most likely gone already
-            self.connection.close()
-
     def _reconnect(self) -> bool:
-        """Connect again with backoff, one line per attempt; False if asked to stop first."""
+        """Close what is left of the connection and connect again with backoff, one line per
+        attempt; False if asked to stop first."""
         for attempt in itertools.count(1):
+            with self._in_pika, suppress(Exception):  # the lost one, or the last attempt's
+                self.connection.close()
             delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS)) - 1]
             for _ in range(round(delay / IDLE_SECONDS)):  # a Ctrl+C is seen within IDLE_SECONDS
                 if self._stop_requested:
@@ -301,7 +300,6 @@ class KeepsWorking:
                 self._subscribe()
             except (BrokerError, pika.exceptions.AMQPError) as failure:
                 print(f" [!] Reconnect attempt {attempt} failed: {without_advice(failure)}")
-                self._disconnect()
                 continue
             verb = "Reconnected to" if self.node_url == previous_node else "Failed over to"
             print(f" [*] {verb} {redact_url(self.node_url or '')} (attempt {attempt})")
@@ -322,7 +320,6 @@ class KeepsWorking:
                 f" [!] RabbitMQ failed this worker's subscription ({error.reply_code} "
                 f"{error.reply_text}); reconnecting"
             )
-            self._disconnect()
             if not self._reconnect():  # Ctrl+C while waiting to: stop as before consume()
                 raise KeyboardInterrupt from None
 
