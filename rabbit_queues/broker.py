@@ -118,7 +118,11 @@ class Broker(KeepsWorking):
         # At most prefetch_count unacknowledged messages on this worker at a time: with 1, a
         # busy worker gets no new message, so the next one goes to a worker that is free.
         self.channel.basic_qos(prefetch_count=subscription.prefetch_count)
-        self.channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+        # RabbitMQ may cancel the subscription: the queue was deleted, or (4.3 and later, quorum
+        # queues) a task ran past consumer_timeout. On the channel underneath, as for resource
+        # alarms above: it is told at once, even while a long task runs (staying_up.py).
+        self.channel._impl.add_on_cancel_callback(self._on_cancelled_by_broker)
+        self._cancelled_by_broker = False
         # pika calls self._on_message for each message: it runs the handler (staying_up.py).
         self.channel.basic_consume(
             subscription.queue.name, self._on_message, auto_ack=subscription.auto_ack

@@ -16,16 +16,19 @@ from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
 MAX_ATTEMPTS = 3  # a failing message is tried this many times, then dead-lettered
 RETRY_DELAY_SECONDS = 2  # how long it waits in <queue>.retry between attempts
-# A quorum queue counts in x-delivery-count how often a message came back unacknowledged (its
-# worker died, or lost its channel). Past this many, the worker parks it in the dead-letter
-# queue instead of running it: a task that kills every worker must not go round forever.
+# A quorum queue counts how often a message came back unacknowledged (its worker died, lost
+# its channel, or held it past consumer_timeout): in x-delivery-count before RabbitMQ 4.3, in
+# x-acquired-count since (x-delivery-count then leaves out a consumer_timeout). Past this many,
+# the worker parks it in the dead-letter queue instead of running it: a task that kills every
+# worker must not go round forever.
 DELIVERY_LIMIT = 5
+RETURN_COUNTS = ("x-delivery-count", "x-acquired-count")
 ATTEMPTS_HEADER = "x-attempts"  # which attempt this delivery is (1 if absent)
 REASON_HEADER = "x-dead-letter-reason"  # why it failed: "ExceptionType: text"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"  # where it came from, to move it back after a fix
 # Headers only the broker sets (dead-lettering out of <queue>.retry, counting returns): a copy
 # of the message does not carry them.
-BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", *RETURN_COUNTS)
 MAX_REASON = 1000  # characters of a failure's reason kept in a header
 
 
@@ -88,8 +91,9 @@ class Delivery:
     @property
     def returned(self) -> int:
         """How often it came back unacknowledged (quorum queues count it; 0 elsewhere)."""
-        returned = (self.properties.headers or {}).get("x-delivery-count", 0)
-        return returned if isinstance(returned, int) else 0
+        headers = self.properties.headers or {}
+        counts = [headers.get(name) for name in RETURN_COUNTS]
+        return max((count for count in counts if isinstance(count, int)), default=0)
 
     @functools.cached_property
     def fingerprint(self) -> str:

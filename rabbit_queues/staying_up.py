@@ -13,8 +13,8 @@ buffered) and dispatch nothing.
 Also here: a handler that raises (its message dead-lettered with the reason, or dropped, loudly,
 if even that is refused), reconnecting with backoff and failing over to the next node (also
 when RabbitMQ fails the first subscription), Ctrl+C and SIGTERM (the current message first),
---burst, the broker cancelling the subscription or closing the channel (consumer_timeout), a
-resource alarm blocking publishes.
+--burst, the broker cancelling the subscription (a deleted queue; consumer_timeout on RabbitMQ
+4.3) or closing the channel (consumer_timeout before 4.3), a resource alarm blocking publishes.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ LOST = (
 KILLS_WORKERS = (
     f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it, "
     "or run past RabbitMQ's consumer_timeout?"
+)
+# RabbitMQ 4.3 and later cancel the subscription of a worker that holds a task of a quorum
+# queue past consumer_timeout (earlier versions close the channel), and put the task back.
+TOOK_IT_BACK = (
+    "RabbitMQ cancelled the subscription and took the task back (past consumer_timeout, or "
+    "the queue was deleted)"
 )
 TIMED_OUT = (
     "ran past RabbitMQ's delivery acknowledgement timeout (consumer_timeout), so RabbitMQ "
@@ -110,8 +116,10 @@ class KeepsWorking:
             channel.basic_reject(delivery_tag=delivery_tag, requeue=False)
 
     def _check_still_open(self, channel: BlockingChannel) -> None:
-        """A message is settled on the channel it came on; if that one is gone, RabbitMQ has
-        put the message back already."""
+        """A message is settled on the channel it came on; if that one is gone, or RabbitMQ
+        cancelled the subscription it came on, RabbitMQ has put the message back already."""
+        if channel is self.channel and self._cancelled_by_broker:
+            raise ConnectionLost(TOOK_IT_BACK)
         if channel is not self.channel or not channel.is_open:
             raise ConnectionLost(closed_channel(channel))
 
@@ -201,7 +209,9 @@ class KeepsWorking:
                     return
                 self._dead_letter(delivery, reason)
         except LOST as error:  # not acknowledged on the channel it came on: RabbitMQ requeued it
-            if "delivery acknowledgement" in str(error):  # its consumer_timeout: not again here
+            # Its consumer_timeout (RabbitMQ 4.3 cancels the subscription, older ones close
+            # the channel): this worker will not run it again.
+            if str(error) == TOOK_IT_BACK or "delivery acknowledgement" in str(error):
                 self._timed_out.add(delivery.fingerprint)
             lost = str(error) if isinstance(error, ConnectionLost) else "Connection lost"
             print(f" [!] {lost} before the ack: RabbitMQ will deliver that message again")
@@ -233,11 +243,10 @@ class KeepsWorking:
         with self._in_pika:
             while not self._stop_requested:
                 self._process_events(None)  # until a message is handled, or the next tick
-                if self._cancelled_by_broker:
-                    raise BrokerError(
+                if self._cancelled_by_broker:  # nothing more would arrive: subscribe again
+                    raise ConnectionLost(
                         f"RabbitMQ cancelled this worker's subscription to "
-                        f"{self._subscription.queue.name!r} (was the queue deleted?); nothing "
-                        "more will arrive, so the worker stops"
+                        f"{self._subscription.queue.name!r}"
                     )
                 if until_empty and self._idle() and self._nothing_waits():
                     self._process_events(0)  # a message the broker sent before it answered

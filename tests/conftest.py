@@ -186,7 +186,9 @@ def pytest_report_header() -> list[str]:
             ["rabbitmqctl", "version"], capture_output=True, text=True, timeout=60, check=False
         ).stdout.strip()
         denied = ", every deprecated feature denied" if DENY_DEPRECATED else ""
-        local = f"throwaway nodes of the local rabbitmq-server: RabbitMQ {version}{denied}"
+        package = os.environ.get("RABBITMQ_TEST_PACKAGE")  # set by tests/with-rabbitmq4.sh
+        source = f" ({package})" if package else ""
+        local = f"throwaway nodes of the local rabbitmq-server: RabbitMQ {version}{source}{denied}"
     network = ", on the host network" if HOST_NETWORK else ""
     container = f"a testcontainers {DOCKER_IMAGE} container{network}"
     if "RABBITMQ_TEST_IMAGE" in os.environ:  # asked for: no fallback

@@ -1,4 +1,4 @@
-# RabbitMQ 4.0 from Debian 13's packages, for tests/with-docker.sh (BASE: the chroot, imported).
+# RabbitMQ 4 from Debian's packages, for tests/with-docker.sh (BASE: the chroot, imported).
 # Its settings (node name, ports, plugins, TLS) come from the tests, as for a local node.
 ARG BASE
 FROM ${BASE}

@@ -6,9 +6,9 @@ of docs/; a test runs the command it follows and checks what it printed with
 a name, and every name a test that uses it.
 
 Allowed to differ: task and chain ids, durations ("in 0.01 s"), clock times, which worker of
-the demo's three is which, the number of the reconnect attempt that worked, and the broker's
-address (the tests' own broker is not at
-localhost:5672). A line "..." in a block stands for any number of lines.
+the demo's three is which, the number of the reconnect attempt that worked, the reason RabbitMQ
+4.3 adds to a reply such as (541 INTERNAL_ERROR - ...), and the broker's address (the tests'
+own broker is not at localhost:5672). A line "..." in a block stands for any number of lines.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ VARIES = [
     (r"\b\d\d:\d\d:\d\d(\.\d{3})?\b", "<time>"),
     (r"\bworker-\d\b", "worker-<n>"),
     (r"(?m)\(attempt \d+\)$", "(attempt <n>)"),  # how many reconnects it took
+    # RabbitMQ 4.3 follows a reply's code and name with its reason: (541 INTERNAL_ERROR - ...)
+    (r"\((\d{3} [A-Z_]+) - [^()]*\)", r"(\1)"),
 ]
 
 

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Run a command with a Docker engine and a local RabbitMQ 4 image, e.g.
 #     sudo tests/with-docker.sh python -m pytest
+#     sudo RABBITMQ4_SUITE=sid tests/with-docker.sh python -m pytest
 # so that the suite's broker comes from testcontainers, as on a machine with Docker, even where
-# no registry can be reached: the image is built here from the Debian 13 chroot that
-# tests/with-rabbitmq4.sh makes (RabbitMQ 4.0), and the container uses the host's network
-# (no bridge; the tests give it its own node name and ports, away from any system broker).
+# no registry can be reached: the image is built here from the Debian chroot that
+# tests/with-rabbitmq4.sh makes (trixie: RabbitMQ 4.0; sid: the newest 4.x), and the container
+# uses the host's network (no bridge; the tests give it its own node name and ports, away from
+# any system broker).
 #
 # Starts Debian's dockerd (installing docker.io if missing) unless one answers, and stops it
 # again; removes the suite's containers whatever happens. Installs docker-compose (Debian's)
 # if no compose implementation is there, for tests/test_compose.py. Needs root. Settings:
-#   RABBITMQ4_ROOT        the chroot (default /var/cache/rabbit-queues/rabbitmq4)
-#   RABBITMQ_TEST_IMAGE   the image built and used (default rabbit-queues/rabbitmq:4.0)
+#   RABBITMQ4_SUITE       the Debian release of the chroot (default trixie)
+#   RABBITMQ4_ROOT        the chroot (default /var/cache/rabbit-queues/rabbitmq4-SUITE)
+#   RABBITMQ_TEST_IMAGE   the image built and used (default rabbit-queues/rabbitmq:VERSION,
+#                         the chroot's rabbitmq-server package version)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=${RABBITMQ4_ROOT:-/var/cache/rabbit-queues/rabbitmq4}
-IMAGE=${RABBITMQ_TEST_IMAGE:-rabbit-queues/rabbitmq:4.0}
+SUITE=${RABBITMQ4_SUITE:-trixie}
+ROOT=${RABBITMQ4_ROOT:-/var/cache/rabbit-queues/rabbitmq4-$SUITE}
 say() { printf '[with-docker] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 [ "$#" -gt 0 ] || die "usage: $0 COMMAND [ARGUMENT...]"
@@ -52,8 +56,9 @@ if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
 fi
 
+[ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ] || "$HERE/with-rabbitmq4.sh" true
+IMAGE=${RABBITMQ_TEST_IMAGE:-rabbit-queues/rabbitmq:$(chroot "$ROOT" dpkg-query -W -f '${Version}' rabbitmq-server)}
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    [ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ] || "$HERE/with-rabbitmq4.sh" true
     say "building $IMAGE from $ROOT"
     # Not what with-rabbitmq4.sh may have mounted in it: /proc, /sys, the host's /tmp.
     tar -C "$ROOT" --exclude=./proc/* --exclude=./sys/* --exclude=./tmp/* -c . |

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Run a command with RabbitMQ 4 as the local `rabbitmq-server`, e.g.
 #     sudo tests/with-rabbitmq4.sh python -m pytest
+#     sudo RABBITMQ4_SUITE=sid tests/with-rabbitmq4.sh python -m pytest
 # The suite starts its own throwaway nodes with whatever `rabbitmq-server` and `rabbitmqctl`
-# are on PATH; here they are Debian 13's RabbitMQ 4.0 (with Erlang 27), installed in a chroot
-# so that it runs on an older Debian beside the system's RabbitMQ, which it never touches.
+# are on PATH; here they are Debian's RabbitMQ 4 (trixie: 4.0 with Erlang 27; sid: the newest
+# 4.x Debian has, 4.3 with Erlang 29 when this was written), installed in a chroot so that it
+# runs on an older Debian beside the system's RabbitMQ, which it never touches.
 #
 # The first run builds the chroot with mmdebstrap (~20 s, ~80 MB) from the Debian mirror apt
 # already uses. Needs root (chroot, mount). Settings:
-#   RABBITMQ4_ROOT   where the chroot lives (default /var/cache/rabbit-queues/rabbitmq4)
-#   RABBITMQ4_SUITE  the Debian release to take RabbitMQ from (default trixie)
+#   RABBITMQ4_SUITE  the Debian release to take RabbitMQ from (default trixie; or sid)
+#   RABBITMQ4_ROOT   where the chroot lives (default /var/cache/rabbit-queues/rabbitmq4-SUITE)
 set -euo pipefail
 
-ROOT=${RABBITMQ4_ROOT:-/var/cache/rabbit-queues/rabbitmq4}
 SUITE=${RABBITMQ4_SUITE:-trixie}
+ROOT=${RABBITMQ4_ROOT:-/var/cache/rabbit-queues/rabbitmq4-$SUITE}
 
 say() { printf '[with-rabbitmq4] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -35,13 +37,21 @@ build_chroot() {
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap
     fi
+    local sources=("deb $mirror $SUITE main") options=()
+    case $SUITE in
+    sid | unstable)
+        # sid has no -updates or -security suite, and a mirror may serve its Release file
+        # past its Valid-Until date.
+        options+=(--aptopt='Acquire::Check-Valid-Until "false"')
+        ;;
+    *) sources+=("deb $mirror $SUITE-updates main" "deb $security $SUITE-security main") ;;
+    esac
     say "building a Debian $SUITE chroot with rabbitmq-server in $ROOT"
     rm -rf --one-file-system "$partial"
     mkdir -p "$(dirname "$ROOT")"
     mmdebstrap --quiet --variant=apt --include=rabbitmq-server \
-        --aptopt='APT::Install-Recommends "false"' "$SUITE" "$partial" \
-        "deb $mirror $SUITE main" "deb $mirror $SUITE-updates main" \
-        "deb $security $SUITE-security main"
+        --aptopt='APT::Install-Recommends "false"' "${options[@]}" "$SUITE" "$partial" \
+        "${sources[@]}"
     mv "$partial" "$ROOT"
 }
 
@@ -63,6 +73,9 @@ align_rabbitmq_user() {
 
 [ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ] || build_chroot
 align_rabbitmq_user
+# Erlang's epmd resolves `localhost` through the chroot's /etc/hosts (Erlang 29 fails every
+# node with `epmd_error ... nxdomain` without one): the host's.
+cp /etc/hosts "$ROOT/etc/hosts"
 
 # The nodes keep their directories (and TLS files) under /tmp: the chroot sees the host's.
 mounted=()
@@ -90,6 +103,9 @@ for tool in rabbitmq-server rabbitmqctl rabbitmq-diagnostics rabbitmq-plugins ra
     printf '#!/bin/sh\nexec chroot %q /usr/sbin/%s "$@"\n' "$ROOT" "$tool" > "$shims/$tool"
     chmod +x "$shims/$tool"
 done
-say "rabbitmq-server is $(chroot "$ROOT" dpkg-query -W -f '${Version}' rabbitmq-server)" \
-    "from Debian $SUITE"
+# Named in pytest's header (tests/conftest.py), so that a run says which RabbitMQ it tested.
+RABBITMQ_TEST_PACKAGE="rabbitmq-server $(chroot "$ROOT" dpkg-query -W -f '${Version}' \
+    rabbitmq-server) from Debian $SUITE"
+export RABBITMQ_TEST_PACKAGE
+say "$RABBITMQ_TEST_PACKAGE"
 PATH="$shims:$PATH" "$@"
