@@ -61,7 +61,9 @@ class Broker(KeepsWorking):
                 # durable=True: the queue itself survives a broker restart.
                 self.channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
             except ChannelClosedByBroker as error:
-                if error.reply_code != 406:  # PRECONDITION_FAILED: it exists, declared otherwise
+                # It exists, declared otherwise. (Other refusals, a vhost's queue limit among
+                # them, are printed as RabbitMQ words them: run_script.)
+                if "inequivalent arg" not in error.reply_text:
                     raise
                 raise BrokerError(explain_clash(spec, error.reply_text, self.connection)) from None
             if spec not in self._declared:

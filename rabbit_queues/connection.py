@@ -201,10 +201,7 @@ def explain_connection_error(
             f"{URL_HINT}"
         )
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
-        return BrokerError(
-            f"RabbitMQ at {where} denied access to virtual host {parameters.virtual_host!r}: "
-            f"create it or grant the user access to it, or {URL_HINT}"
-        )
+        return _access_denied(where, parameters, error)
     if isinstance(error, socket.gaierror):
         return BrokerError(f"cannot resolve host {parameters.host!r}; {URL_HINT}")
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -228,6 +225,28 @@ def explain_connection_error(
         f"cannot reach RabbitMQ at {where} ({_root_cause(error)}): start the broker "
         f"(docker compose up -d) or {URL_HINT}"
     )
+
+
+def _access_denied(
+    where: str, parameters: pika.ConnectionParameters, error: BaseException
+) -> BrokerError:
+    """RabbitMQ's own reason for refusing the virtual host (pika keeps it only inside its
+    message: "ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost x not found'"), and what
+    to do about the two causes a learner can fix: a missing vhost, or missing permissions.
+    Any other reason (a vhost's connection limit...) is RabbitMQ's alone."""
+    vhost, user = parameters.virtual_host, parameters.credentials.username
+    said = re.search(r"\(\d+\) (['\"])(.+)\1$", str(error))
+    reason = said[2] if said else "NOT_ALLOWED"
+    if "not found" in reason:
+        advice = (
+            f": create it (rabbitmqctl add_vhost {vhost}; rabbitmqctl set_permissions -p "
+            f"{vhost} {user} '.*' '.*' '.*') or {URL_HINT}"
+        )
+    elif reason.endswith(f"refused for user '{user}'"):
+        advice = f": rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"
+    else:
+        advice = ""
+    return BrokerError(f"RabbitMQ at {where} refused virtual host {vhost!r} ({reason}){advice}")
 
 
 def _root_cause(error: BaseException) -> str:

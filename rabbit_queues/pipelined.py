@@ -355,8 +355,10 @@ class _Pipeline:
                 if self.failure is not None:
                     return
                 self._hand_over((body, properties))
-        except ValueError as error:
+        except ValueError as error:  # a line that does not parse
             failure = str(error)
+        except Exception as error:  # reading failed: no thread may die and leave us waiting
+            failure = f"reading the input failed ({type(error).__name__}: {error})"
         self._call_soon(self._on_read_everything, failure)
 
     def _hand_over(self, message: Message) -> None:

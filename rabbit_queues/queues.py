@@ -48,15 +48,15 @@ class QueueSpec:
 
 
 def explain_clash(spec: QueueSpec, reply_text: str, connection: BlockingConnection) -> str:
-    """Why ``spec`` cannot be declared as it is (RabbitMQ's PRECONDITION_FAILED reply), and
-    what to do: use the queue as it is, or delete it and its .retry and .dlq, saying how many
-    messages that would destroy."""
+    """Why ``spec`` cannot be declared as it is (RabbitMQ's PRECONDITION_FAILED reply, "...
+    inequivalent arg ..."), and what to do: use the queue as it is, or delete it, and those of
+    its .retry and .dlq that clash too, saying how many messages that would destroy."""
     clash = re.search(
         r"inequivalent arg '([^']+)'.*: received (.*) but current is (.*)", reply_text
     )
-    if clash is None:
-        problem, advice = f"already exists with other properties ({reply_text})", ""
-    elif clash[1] == "x-queue-type":
+    if clash is None:  # worded otherwise: RabbitMQ's own words, and no advice
+        return f"queue {spec.name!r} already exists with other properties ({reply_text})"
+    if clash[1] == "x-queue-type":
         existing = _quoted(clash[3]) or "classic"
         problem = f"already exists as a {existing} queue, and a queue's type cannot change"
         advice = f"run with --queue-type {existing} to use it as it is, or "
@@ -67,9 +67,7 @@ def explain_clash(spec: QueueSpec, reply_text: str, connection: BlockingConnecti
             "this one, declared it), and a queue's arguments cannot change"
         )
         advice = ""
-    # Switching types means switching the queue's .retry and .dlq too: name them all at once.
-    base = spec.name.removesuffix(".retry").removesuffix(".dlq")
-    depths = _depths(connection, [base, f"{base}.retry", f"{base}.dlq"])
+    depths = _clashing(connection, spec)
     held = sum(depths.values())
     them = "it" if len(depths) == 1 else ", ".join(depths)
     delete = " && ".join(f"rabbitmqctl delete_queue {name}" for name in depths)
@@ -86,16 +84,32 @@ def _quoted(text: str) -> str | None:
     return found[1] if found else None
 
 
-def _depths(connection: BlockingConnection, names: list[str]) -> dict[str, int]:
-    """How many messages each queue of ``names`` that exists holds."""
+def _clashing(connection: BlockingConnection, spec: QueueSpec) -> dict[str, int]:
+    """How many messages ``spec`` holds, and each of its family (the queue, its .retry and
+    .dlq: a new type means new ones of all three) that exists and clashes too: none is named
+    for deletion unless RabbitMQ refused it as this program declares it."""
+    name = spec.name.removesuffix(".retry").removesuffix(".dlq")
+    base = QueueSpec(name, {"x-queue-type": "quorum"} if spec.is_quorum else {})
     depths = {}
-    for name in names:
-        channel = connection.channel()  # a 404 closes the channel it happens on
-        declared = passive_declare(channel, name)
-        if declared is not None:
-            depths[name] = declared.message_count
+    for member in (base, retry_queue(base), dead_letter_queue(base)):
+        channel = connection.channel()  # a 404 or a 406 closes the channel it happens on
+        declared = passive_declare(channel, member.name)
+        # RabbitMQ has refused spec itself; a sibling must be refused as well.
+        if declared is not None and (member.name == spec.name or _refuses(channel, member)):
+            depths[member.name] = declared.message_count
+        if channel.is_open:
             channel.close()
     return depths
+
+
+def _refuses(channel: BlockingChannel, spec: QueueSpec) -> bool:
+    """Does RabbitMQ refuse ``spec``, declared as this program declares it, for a clash of
+    arguments with the queue that exists?"""
+    try:
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+    except ChannelClosedByBroker as error:
+        return "inequivalent arg" in error.reply_text
+    return False
 
 
 def passive_declare(channel: BlockingChannel, name: str) -> Queue.DeclareOk | None:

@@ -25,6 +25,7 @@ try:
         run_script,
         script_parser,
         send_lines,
+        shortened,
     )
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
@@ -55,16 +56,24 @@ class LineParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+NOT_NUMBERS = ("inf", "infinity", "nan")  # what float() reads, and JSON cannot carry: text
+
+
 def parse_argument(text: str) -> object:
-    """'2' -> 2, '2.5' -> 2.5, anything else stays text."""
-    for number in (int, float):
+    """'2' -> 2, '2.5' -> 2.5, anything else stays text; ValueError for a number out of a
+    double's range (1e400, or a 4,000-digit integer), which no result could carry."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(value):
         try:
-            value = number(text)
+            return int(text)
         except ValueError:
-            continue
-        if math.isfinite(value):
             return value
-    return text
+    if text.strip().lstrip("+-").lower() in NOT_NUMBERS:
+        return text
+    raise ValueError(f"{shortened(text, 20)} is out of range for a number")
 
 
 def build_task(args: argparse.Namespace) -> Task:
@@ -97,11 +106,22 @@ def properties(task: Task) -> dict[str, str]:
     return {"message_id": task.id, "content_type": "application/json"}
 
 
+def parse_task(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """``arguments`` read by ``parser``; argparse takes '-inf' or '-1e5' for an option."""
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (an argument that starts with '-' "
+            "and is not an option goes after --, as in: add -- -1e5 2)"
+        )
+    return args
+
+
 def read_line(line: str) -> tuple[bytes, dict[str, str]]:
     """A line of standard input, read as the command line is: the message to send."""
     line_parser = LineParser(prog="a line of standard input", add_help=False)
     add_task_arguments(line_parser)
-    task = build_task(line_parser.parse_args(shlex.split(line)))
+    task = build_task(parse_task(line_parser, shlex.split(line)))
     return task.encode(), properties(task)
 
 
@@ -109,7 +129,7 @@ def main() -> None:
     parser = script_parser(__doc__)
     add_task_arguments(parser)
     add_queue_type_option(parser)
-    args = parser.parse_args()
+    args = parse_task(parser, sys.argv[1:])
     tasks = TASKS.of_type(args.queue_type)
     if args.type == "-" and (args.args or args.then):
         parser.error("- reads the tasks from standard input and takes no arguments")

@@ -226,7 +226,10 @@ class TaskRegistry:
     def run(self, task: Task) -> Any:
         """Run ``task``; raise BadTask if its type is unknown or its arguments do not fit."""
         self.check(task.type, task.args)
-        return self._functions[task.type](*task.args)
+        value = self._functions[task.type](*task.args)
+        if isinstance(value, float) and not math.isfinite(value):  # no retry makes it fit
+            raise BadTask(f"{task} = {value}, which is out of range for a number")
+        return value
 
     def check(self, type: str, args: list[Any], *, after_a_step: bool = False) -> None:
         """Raise BadTask unless ``type`` is registered and takes ``args``. ``after_a_step``:

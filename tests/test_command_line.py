@@ -4,6 +4,7 @@ import re
 import socket
 
 import pytest
+from conftest import Probe
 from rabbitmq_node import free_port
 from readme_output import assert_prints
 
@@ -119,8 +120,71 @@ def test_unknown_vhost_is_one_line(scripts, broker):
     failed = scripts.run("python work_queue/worker.py", env={"AMQP_URL": url})
 
     assert failed.returncode == 1
-    assert "denied access to virtual host 'no-such-vhost'" in failed.stderr
-    assert len(failed.stderr.splitlines()) == 1
+    assert re.fullmatch(
+        r"error: RabbitMQ at [\w.]+:\d+ refused virtual host 'no-such-vhost' \(NOT_ALLOWED - "
+        r"vhost no-such-vhost not found\): create it \(rabbitmqctl add_vhost no-such-vhost; "
+        r"rabbitmqctl set_permissions -p no-such-vhost guest '\.\*' '\.\*' '\.\*'\) or check "
+        r"--url or the AMQP_URL environment variable\n",
+        failed.stderr,
+    ), failed.stderr
+
+
+@pytest.fixture
+def limited_vhost(scripts, broker):
+    """A vhost of its own, guest allowed in it, removed afterwards; its URL."""
+    made = scripts.rabbitmqctl(
+        "rabbitmqctl add_vhost limited && "
+        "rabbitmqctl set_permissions -p limited guest '.*' '.*' '.*'"
+    )
+    assert made.returncode == 0, made.stderr
+    yield broker.url.rsplit("/", 1)[0] + "/limited"
+    scripts.rabbitmqctl("rabbitmqctl delete_vhost limited")
+
+
+def test_a_vhost_connection_limit_is_said_in_rabbitmqs_words(scripts, limited_vhost):
+    """It was 'create it or grant the user access to it', which is no help with a limit."""
+    limit = scripts.rabbitmqctl(
+        """rabbitmqctl set_vhost_limits -p limited '{"max-connections": 0}'"""
+    )
+    assert limit.returncode == 0, limit.stderr
+
+    for command in ("python work_queue/worker.py", 'python work_queue/new_task.py "A task."'):
+        failed = scripts.run(command, env={"AMQP_URL": limited_vhost})
+
+        assert failed.returncode == 1
+        assert re.fullmatch(
+            r"error: RabbitMQ at [\w.]+:\d+ refused virtual host 'limited' \(NOT_ALLOWED - access "
+            r"to vhost 'limited' refused for user 'guest': connection limit \(0\) is reached\)\n",
+            failed.stderr,
+        ), failed.stderr
+
+
+def test_a_vhost_queue_limit_is_said_in_rabbitmqs_words_and_nothing_is_to_delete(
+    scripts, limited_vhost
+):
+    """It advised deleting task_queue, holding the tasks just sent, for a task_queue.dlq the
+    limit kept from being made; and gave blank names for the task producer."""
+    limit = scripts.rabbitmqctl("""rabbitmqctl set_vhost_limits -p limited '{"max-queues": 1}'""")
+    assert limit.returncode == 0, limit.stderr
+    sent = scripts.run('python work_queue/new_task.py "A task."', env={"AMQP_URL": limited_vhost})
+    assert sent.returncode == 0, sent.stderr
+
+    for command, queue in (
+        ("python work_queue/worker.py --burst", "task_queue.dlq"),
+        ("python task_queue/new_task.py add 1 2", "tasks"),
+    ):
+        failed = scripts.run(command, env={"AMQP_URL": limited_vhost})
+
+        assert failed.returncode == 1
+        assert failed.stderr == (
+            f"error: RabbitMQ refused: PRECONDITION_FAILED - cannot declare queue '{queue}': "
+            "queue limit in vhost 'limited' (1) is reached\n"
+        )
+    waiting = Probe(limited_vhost)
+    try:
+        assert waiting.depth("task_queue") == 1  # the task is still there
+    finally:
+        waiting.close()
 
 
 def test_unresolvable_host_is_one_line(scripts):

@@ -1,12 +1,18 @@
 """Lesson 3, task_queue: every command of the README's task_queue section, run for real."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
+from conftest import eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from readme_output import assert_prints
+from script_runner import REPO
 
 # Message bodies as any producer might send them: bytes, JSON, tasks good and bad. No
 # 'sleep': a fuzzed sleep would take up to a minute.
@@ -124,6 +130,12 @@ def test_stdin_sends_many_tasks(scripts, probe):
             "python task_queue/new_task.py add 2 3 --then mul 4 5",
             "wrong arguments for mul: too many positional arguments",
         ),
+        (  # a traceback (OverflowError) before
+            "python task_queue/new_task.py mul $(printf '9%.0s' $(seq 4000)) 1",
+            "99999999999999999999... (4,000 characters) is out of range for a number",
+        ),
+        ("python task_queue/new_task.py add 1e400 1", "1e400 is out of range for a number"),
+        ("python task_queue/new_task.py add -- -inf 1", "add: a must be float, got '-inf'"),
     ],
 )
 def test_the_producer_refuses_a_task_no_worker_could_run(scripts, probe, command, error):
@@ -133,6 +145,82 @@ def test_the_producer_refuses_a_task_no_worker_could_run(scripts, probe, command
     assert refused.stderr == f"error: {error}; nothing was sent\n"
     assert refused.stdout == ""
     assert probe.depth("tasks") is None  # it did not even connect
+
+
+def test_a_value_that_looks_like_an_option_is_explained(scripts, probe):
+    refused = scripts.run("python task_queue/new_task.py add -inf 1")
+
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "error: unrecognized arguments: -inf 1 (an argument that starts with '-' and is not an "
+        "option goes after --, as in: add -- -1e5 2) (see new_task.py --help)\n"
+    )
+    assert probe.depth("tasks") is None
+
+
+def test_a_line_out_of_range_stops_the_producer_with_its_counts(scripts, probe):
+    """Before, the reader thread died of an OverflowError and the producer waited forever."""
+    huge = "1" + "0" * 400
+    sent = scripts.run(
+        f"printf 'add 1 2\\nadd {huge} 1\\nadd 3 4\\n' | python task_queue/new_task.py -",
+        timeout=30,
+    )
+
+    assert sent.returncode == 1
+    assert sent.stderr == (
+        "error: 10000000000000000000... (401 characters) is out of range for a number "
+        "(1 task was sent and confirmed before that)\n"
+    )
+    assert probe.depth("tasks") == 1  # add 3 4, after the bad line, was not sent
+
+
+@pytest.mark.timeout(60)
+def test_a_producer_whose_terminal_goes_away_stops_with_its_counts(scripts, probe):
+    """Its reader thread fails (the terminal closed under it: EIO); the producer stops at
+    once, saying what the broker confirmed, instead of waiting forever for a dead thread."""
+    controller, terminal = os.openpty()
+    try:
+        producer = subprocess.Popen(
+            [sys.executable, "task_queue/new_task.py", "-"],
+            cwd=REPO,
+            env=scripts.env,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(terminal)
+    try:
+        os.write(controller, b"add 1 2\n")
+        eventually(lambda: probe.depth("tasks") == 1)
+    finally:
+        os.close(controller)
+    stdout, stderr = producer.communicate(timeout=30)
+
+    assert producer.returncode == 1
+    assert stdout == ""
+    assert stderr.splitlines() == [
+        " [*] Type one task per line; each is sent when you press Enter. Ctrl+D to finish.",
+        "error: reading the input failed (OSError: [Errno 5] Input/output error) (1 task was "
+        "sent and confirmed before that)",
+    ]
+
+
+def test_a_result_out_of_range_is_an_error_result_at_once_not_retried(scripts, probe):
+    sent = scripts.run("python task_queue/new_task.py add 1e308 1e308")
+    assert sent.returncode == 0, sent.stderr
+
+    worker = scripts.start("python task_queue/worker.py --burst")
+    assert worker.wait() == 0
+    reason = "BadTask: add(1e+308, 1e+308) = inf, which is out of range for a number"
+    assert worker.matching(r"^ \[!\] Failed") == [f" [!] Failed: {reason}; moved to tasks.dlq"]
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+    assert [line.split(": ", 1)[1] for line in results.matching("Task ")] == [
+        f"add(1e+308, 1e+308) failed: {reason}"
+    ]
+    assert probe.depth("tasks.dlq") == 1
 
 
 def test_the_readme_shows_the_refusal_of_an_unknown_type(scripts):
@@ -241,3 +329,28 @@ def test_a_worker_settles_any_batch_of_messages_and_keeps_running(scripts, probe
     assert len(results) == len(batch)
     assert len(dead) == sum("error" in result for result in results)
     assert probe.depth("tasks") == 0
+
+
+def test_requeue_moves_each_dead_letter_once_while_a_worker_keeps_dead_lettering(scripts, probe):
+    """A worker sends each bad task straight back to tasks.dlq; --requeue must not take the
+    letters it moved for new ones (it reported 5 moved for 3 before, and error results to match)."""
+    probe.declare("tasks")
+    for n in range(10):
+        publish_task(probe, f"bad-{n}", "divide", [n, 2])  # to tasks: dead-lettered at once
+    worker = scripts.start("python task_queue/worker.py")
+    eventually(lambda: probe.depth("tasks.dlq") == 10)
+
+    moved = scripts.run("python work_queue/dead_letters.py --queue tasks --requeue")
+
+    assert moved.returncode == 0, moved.stderr
+    listed = moved.stdout.splitlines()
+    assert listed[-1] == " [*] 10 dead letters moved back to tasks"
+    assert [re.search(r'"id": "(bad-\d)"', line)[1] for line in listed[:-1]] == [
+        f"bad-{n}" for n in range(10)
+    ]
+    eventually(lambda: probe.depth("tasks.dlq") == 10)  # each failed once more, and is back
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    results = scripts.start("python task_queue/results.py --burst")
+    assert results.wait() == 0
+    assert len(results.matching("failed: BadTask: unknown task type 'divide'")) == 20

@@ -26,6 +26,7 @@ try:
         ORIGINAL_QUEUE_HEADER,
         REASON_HEADER,
     )
+    from rabbit_queues.queues import passive_declare
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -57,8 +58,11 @@ def main() -> None:
 
     with Broker.connect(broker_url(args.url)) as broker:
         broker.declare(queue, dead_letters)
+        # No more than the queue holds now: with workers running, a letter moved back may
+        # fail again and come back behind the others before this loop is done.
+        waiting = passive_declare(broker.channel, dead_letters.name)
         count = 0
-        while True:
+        while waiting is not None and count < waiting.message_count:
             # basic_get takes one message, if any, without subscribing. Unacknowledged, it
             # stays ours until we ack it or close the channel, which puts it back.
             method, properties, body = broker.channel.basic_get(dead_letters.name)
