@@ -124,6 +124,11 @@ def test_deleting_the_queue_under_a_worker_it_subscribes_again_and_goes_on(scrip
     worker.wait_for(r"^ \[\*\] Reconnected to ", timeout=30)
     assert_prints("queue-deleted", worker.output, broker)
     eventually(lambda: probe.consumers("task_queue") == 1)
+    does_a_task_and_stops_cleanly(scripts, probe, worker)
+
+
+def does_a_task_and_stops_cleanly(scripts, probe, worker) -> None:
+    """The worker, back on its feet, does a new task and exits 0 on SIGTERM, queue empty."""
     send(scripts, 'python work_queue/new_task.py "A task."')
     worker.wait_for(r"^ \[x\] Done$")
     worker.signal(signal.SIGTERM)
@@ -162,12 +167,7 @@ def test_a_subscription_rabbitmq_fails_at_start_up_is_retried(scripts, probe, br
 
     worker.wait_for(r"^ \[\*\] Waiting for messages\. To exit press CTRL\+C$", timeout=30)
     assert_prints("subscription-retried", worker.output, broker)
-    send(scripts, 'python work_queue/new_task.py "A task."')
-    worker.wait_for(r"^ \[x\] Done$")
-    worker.signal(signal.SIGTERM)
-    assert worker.wait() == 0
-    assert probe.depth("task_queue") == 0
-    assert "Traceback" not in worker.output
+    does_a_task_and_stops_cleanly(scripts, probe, worker)
 
 
 def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker):
