@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from rabbit_queues import (
         HELLO,
@@ -46,6 +48,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 REPO = Path(__file__).resolve().parent
 WORKERS = 3
@@ -372,7 +376,6 @@ def main() -> None:
     args = parser.parse_args()
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     demo = Demo(LESSONS[args.lesson], broker_url(args.url), colour)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl+C
     try:
         code = demo.run()
     except KeyboardInterrupt:

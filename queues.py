@@ -3,17 +3,20 @@
 
 The same columns as `rabbitmqctl list_queues name messages_ready messages_unacknowledged
 consumers`, without rabbitmqctl (which a broker in Docker does not put on your machine).
-From the management API when it answers, else from passive declares over AMQP, which
-cannot see unacknowledged messages ('?').
+From the management API when it answers for the broker of the AMQP URL, else from passive
+declares over AMQP, which cannot see unacknowledged messages ('?').
 
 python queues.py            once
 python queues.py --watch    every second, until Ctrl+C
 """
 
+import signal
 import sys
 import time
 from datetime import datetime
 
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from rabbit_queues import broker_url, redact_url, run_script, script_parser
     from rabbit_queues.inspection import (
@@ -28,6 +31,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 COLUMNS = ("name", "messages_ready", "messages_unacknowledged", "consumers")
 
@@ -62,14 +67,13 @@ def main() -> None:
     url = broker_url(args.url)
     api_url = management_url(url, args.management_url)
 
-    amqp: PassiveDeclares | None = None
+    amqp = PassiveDeclares(url)
     try:
         while True:
             try:
-                figures = from_management_api(url, api_url)
+                figures = from_management_api(url, api_url, amqp.cluster_name)
                 source = f"from the management API at {api_url}"
             except ManagementUnavailable as why:
-                amqp = amqp or PassiveDeclares(url)
                 figures = amqp.figures()
                 source = (
                     "from passive declares ('?': only the management API can tell)\n"
@@ -86,8 +90,7 @@ def main() -> None:
     except KeyboardInterrupt:
         return  # Ctrl+C is how --watch ends
     finally:
-        if amqp is not None:
-            amqp.close()
+        amqp.close()
 
 
 if __name__ == "__main__":

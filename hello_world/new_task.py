@@ -6,8 +6,11 @@ python hello_world/new_task.py Hi there...     sends 'Hi there...'
 python hello_world/new_task.py -               sends one message per line of standard input
 """
 
+import signal
 import sys
 
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from rabbit_queues import (
         HELLO,
@@ -24,6 +27,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 
 def main() -> None:

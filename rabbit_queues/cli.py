@@ -155,8 +155,9 @@ def run_script(main: Callable[[], None]) -> None:
     # stderr Python always does): then a line of one stream never lands inside the other's.
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
-    # SIGTERM (kill) stops a script as Ctrl+C does, saying what it had done. (A worker asks
-    # for a clean stop on both instead, once it consumes.)
+    # SIGTERM (kill) stops a script as Ctrl+C does, saying what it had done (the lesson
+    # scripts set it before their imports already). A worker asks for a clean stop on both
+    # instead, once it consumes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main()
@@ -173,3 +174,15 @@ def run_script(main: Callable[[], None]) -> None:
         sys.exit(f"error: lost the connection to RabbitMQ ({type(error).__name__}: {error})")
     except KeyboardInterrupt:
         sys.exit(" [*] Interrupted")
+    finally:
+        _let_go_of_closed_streams()
+
+
+def _let_go_of_closed_streams() -> None:
+    """A terminal or pipe whose reader went away must not turn a clean exit into Python's exit
+    code 120 for what could not be flushed to it: what is left goes nowhere."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

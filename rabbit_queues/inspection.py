@@ -14,6 +14,7 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from rabbit_queues.connection import (
@@ -74,30 +75,23 @@ class ManagementUnavailable(Exception):
     of a sentence that starts with 'the management API'."""
 
 
-def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
-    """The lessons' queues as the management API reports them (with the AMQP URL's user).
+def from_management_api(amqp_url: str, api_url: str, cluster_name: str) -> list[QueueFigures]:
+    """The lessons' queues as the management API reports them (with the AMQP URL's user), if
+    it is the API of the broker ``amqp_url`` reaches, whose cluster is ``cluster_name``.
 
     RabbitMQ refreshes these figures every 5 s by default (``collect_statistics_interval``).
     """
     parameters = url_parameters(node_urls(amqp_url)[0])
     credentials = parameters.credentials
     token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{api_url}api/queues/{quote(parameters.virtual_host, safe='')}"
-        f"?columns=name,{','.join(FIGURES)}",
-        headers={"Authorization": f"Basic {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
-            listed = json.load(response)
-    except urllib.error.HTTPError as error:
-        raise ManagementUnavailable(f"answered HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        why = str(getattr(reason, "strerror", None) or reason).lower()
-        raise ManagementUnavailable(f"did not answer: {why}") from None
-    except ValueError:
-        raise ManagementUnavailable("answered with something other than JSON") from None
+    # Another broker's API (a second RabbitMQ on the same host, its 15672) must not stand in.
+    theirs = _get_json(f"{api_url}api/overview?columns=cluster_name", token).get("cluster_name")
+    if theirs != cluster_name:
+        raise ManagementUnavailable(
+            f"belongs to another broker: its cluster is {theirs!r}, the AMQP URL's {cluster_name!r}"
+        )
+    vhost = quote(parameters.virtual_host, safe="")
+    listed = _get_json(f"{api_url}api/queues/{vhost}?columns=name,{','.join(FIGURES)}", token)
     by_name = {queue["name"]: queue for queue in listed}
     found = [by_name[spec.name] for spec in ALL_QUEUES if spec.name in by_name]
     for queue in found:
@@ -110,12 +104,30 @@ def from_management_api(amqp_url: str, api_url: str) -> list[QueueFigures]:
     return [QueueFigures(queue["name"], *(queue[figure] for figure in FIGURES)) for queue in found]
 
 
+def _get_json(url: str, token: str) -> Any:
+    """What the management API answers at ``url``; ManagementUnavailable saying why not."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        raise ManagementUnavailable(f"answered HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        why = str(getattr(reason, "strerror", None) or reason).lower()
+        raise ManagementUnavailable(f"did not answer: {why}") from None
+    except ValueError:
+        raise ManagementUnavailable("answered with something other than JSON") from None
+
+
 class PassiveDeclares:
     """The lessons' queues over AMQP: a passive declare per queue, on one connection."""
 
     def __init__(self, amqp_url: str) -> None:
         self.connection = open_connection(amqp_url)
         self.channel = self.connection.channel()
+        # The broker's own name for its cluster (a node's: rabbit@host), told on connecting.
+        self.cluster_name = self.connection._impl.server_properties.get("cluster_name")
 
     def figures(self) -> list[QueueFigures]:
         found = []

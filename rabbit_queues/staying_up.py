@@ -143,11 +143,14 @@ class KeepsWorking:
                 # Said holding the lock: the handler cannot be over yet, nor " [*] Exiting" said.
                 # On stderr: a print is two writes (the text, then "\n"), so a line printed to
                 # stdout from this thread could land inside one the handler is printing.
+                # (Nowhere, if stderr is gone: this thread must never die, or heartbeats stop.)
                 if self._stop_requested and since is not None and not said_finishing:
-                    print(
-                        " [*] Finishing the current message first (press CTRL+C again to quit now)",
-                        file=sys.stderr,
-                    )
+                    with suppress(OSError):
+                        print(
+                            " [*] Finishing the current message first (press CTRL+C again to "
+                            "quit now)",
+                            file=sys.stderr,
+                        )
                     said_finishing = True
                 if since is None or time.monotonic() - since < PUMP_SECONDS:
                     continue

@@ -11,8 +11,11 @@ import argparse
 import json
 import math
 import shlex
+import signal
 import sys
 
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from task_messages import MAX_CHAIN_STEPS, BadTask, Step, Task
     from tasks import registry
@@ -32,6 +35,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,11 +115,19 @@ def parse_task(parser: argparse.ArgumentParser, arguments: list[str]) -> argpars
     """``arguments`` read by ``parser``; argparse takes '-inf' or '-1e5' for an option."""
     args, unknown = parser.parse_known_args(arguments)
     if unknown:
-        parser.error(
-            f"unrecognized arguments: {' '.join(unknown)} (an argument that starts with '-' "
-            "and is not an option goes after --, as in: add -- -1e5 2)"
-        )
+        hint = ""
+        if any(looks_like_a_number(argument) for argument in unknown):
+            hint = " (a value that starts with '-' goes after --, as in: add -- -1e5 2)"
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
+
+
+def looks_like_a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_line(line: str) -> tuple[bytes, dict[str, str]]:

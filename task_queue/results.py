@@ -5,6 +5,10 @@ Reading a result acknowledges it, and RabbitMQ deletes it: a queue is not a data
 result read here (or by any other reader of 'results') is gone for everyone else.
 """
 
+import signal
+
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from task_messages import Result
 
@@ -24,6 +28,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 
 def main() -> None:

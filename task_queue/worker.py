@@ -7,6 +7,10 @@ not JSON) gets an error result at once, and the message goes to 'tasks.dlq'; a t
 raises is tried again twice, a few seconds apart, before that.
 """
 
+import signal
+
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from task_messages import BadTask, Result, Task, result_message
     from tasks import registry
@@ -28,6 +32,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """What every script promises on the command line: --help, and one-line errors, no traceback."""
 
 import re
+import signal
 import socket
 
 import pytest
-from conftest import Probe
+from conftest import Probe, eventually
 from rabbitmq_node import free_port
 from readme_output import assert_prints
 
@@ -360,3 +361,38 @@ def test_a_mistake_on_the_command_line_is_one_line(scripts, script):
     assert wrong.stdout == ""
     name = script.rsplit("/", 1)[-1]
     assert wrong.stderr == f"error: unrecognized arguments: --bogus (see {name} --help)\n"
+
+
+# A slow machine, as a test can make one: importing pika takes seconds, and says when it starts.
+SLOW_PIKA = """
+import importlib.abc, os, sys, time
+
+class SlowPika(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pika":
+            sys.meta_path.remove(self)
+            open(os.environ["IMPORTING_PIKA"], "w").close()
+            time.sleep(10)
+        return None
+
+sys.meta_path.insert(0, SlowPika())
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_killed_while_it_starts_it_says_so(scripts, tmp_path, script):
+    """SIGTERM before run_script() took it over died with -15 without a word."""
+    hook = tmp_path / "slow-pika"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_PIKA)
+    importing = tmp_path / "importing-pika"
+    started = scripts.start(
+        f"python {script} {ARGUMENTS.get(script.rsplit('/', 1)[-1], '')}",
+        env={"PYTHONPATH": str(hook), "IMPORTING_PIKA": str(importing)},
+    )
+    eventually(importing.exists)
+
+    started.signal(signal.SIGTERM)
+
+    assert started.wait() == 1
+    assert started.lines == [" [*] Interrupted"]

@@ -135,3 +135,31 @@ def test_queues_refuses_a_management_url_it_cannot_use_in_one_line(scripts, give
         f"error: invalid management API URL {error}; check --management-url or the "
         "MANAGEMENT_URL environment variable\n",
     )
+
+
+@pytest.mark.timeout(90)
+def test_queues_never_shows_another_brokers_figures(scripts):
+    """A management API that answers for another broker (a second RabbitMQ on the host, on
+    15672) was shown as if it were the AMQP URL's: queues.py falls back, saying so."""
+    if scripts.broker.management_url is None:
+        pytest.skip(f"no management API known for a {scripts.broker.kind} broker")
+    other_api = scripts.broker.management_url  # the tests' broker: none of the tasks below
+    node = LocalNode()
+    try:
+        node.start()
+        env = {"AMQP_URL": node.url, "MANAGEMENT_URL": other_api}
+        for task in ("First task.", "Second task.", "Third task."):
+            sent = scripts.run(f'python work_queue/new_task.py "{task}"', env=env)
+            assert sent.returncode == 0, sent.stderr
+        once = scripts.run("python queues.py", env=env)
+    finally:
+        node.remove()
+
+    assert once.returncode == 0, once.stderr
+    assert re.search(
+        rf"^\(the management API at {re.escape(other_api)} belongs to another broker: its "
+        rf"cluster is '[^']+', the AMQP URL's '{re.escape(node.name.split('@')[0])}@[^']+'\)$",
+        once.stdout,
+        re.M,
+    ), once.stdout
+    assert re.search(row("task_queue", 3, "?", 0), once.stdout, re.M), once.stdout

@@ -152,8 +152,8 @@ def test_a_value_that_looks_like_an_option_is_explained(scripts, probe):
 
     assert refused.returncode == 2
     assert refused.stderr == (
-        "error: unrecognized arguments: -inf 1 (an argument that starts with '-' and is not an "
-        "option goes after --, as in: add -- -1e5 2) (see new_task.py --help)\n"
+        "error: unrecognized arguments: -inf 1 (a value that starts with '-' goes after --, as "
+        "in: add -- -1e5 2) (see new_task.py --help)\n"
     )
     assert probe.depth("tasks") is None
 

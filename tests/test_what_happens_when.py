@@ -1,12 +1,15 @@
 """docs/what-happens-when.md: the damage done for real, nothing lost."""
 
 import signal
+import subprocess
+import sys
 
 import pytest
 from conftest import Probe, eventually, received, restart
 from conftest import send_work_queue_task as send
 from rabbitmq_node import LocalNode
 from readme_output import assert_prints
+from script_runner import REPO
 
 
 def test_killed_mid_task_with_kill_9_another_worker_does_it(scripts, probe):
@@ -72,6 +75,32 @@ def test_a_task_longer_than_the_heartbeat_is_done_once(scripts, probe, broker):
     assert received(worker) == ["Six seconds......"]
     assert "Lost the connection" not in worker.output
     assert "Connection lost" not in worker.output
+    assert probe.depth("task_queue") == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_stderr_is_gone_keeps_its_heartbeats_and_finishes(scripts, probe, broker):
+    """Its pump thread says ' [*] Finishing the current message first' on stderr; a closed
+    stderr killed the thread (BrokenPipeError), and with it the heartbeats during the task."""
+    url = broker.url + "?heartbeat=2"
+    worker = subprocess.Popen(
+        [sys.executable, "work_queue/worker.py", "--url", url],
+        cwd=REPO,
+        env=scripts.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None and worker.stderr is not None
+    worker.stderr.close()  # as when the terminal or the log it wrote to goes away
+    assert worker.stdout.readline() == " [*] Waiting for messages. To exit press CTRL+C\n"
+    send(scripts, 'python work_queue/new_task.py "Six seconds......"')
+    assert worker.stdout.readline() == " [x] Received 'Six seconds......'\n"
+
+    worker.send_signal(signal.SIGTERM)  # mid-task: the pump thread tries to say so
+
+    assert worker.wait(timeout=30) == 0
+    assert worker.stdout.read().splitlines() == [" [x] Done", " [*] Exiting"]
     assert probe.depth("task_queue") == 0
 
 

@@ -6,6 +6,10 @@ python work_queue/dead_letters.py --queue tasks        lists tasks.dlq (lesson 3
 python work_queue/dead_letters.py --requeue            moves them back to task_queue
 """
 
+import signal
+
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from rabbit_queues import (
         RESULTS,
@@ -32,6 +36,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS, RESULTS)}
 FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)

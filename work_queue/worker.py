@@ -7,8 +7,11 @@ again twice, a few seconds apart, then moved with the reason to the dead-letter 
 Run two or three of these side by side.
 """
 
+import signal
 import time
 
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from rabbit_queues import (
         TASK_QUEUE,
@@ -27,6 +30,8 @@ except ModuleNotFoundError as missing:  # not run in the virtual environment: on
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
         " or run pip install -r requirements.txt"
     ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
 
 MAX_SECONDS = 60  # fake work has a bound too: 100,000 dots would be 27 hours
 
