@@ -3,8 +3,9 @@
 
 The same columns as `rabbitmqctl list_queues name messages_ready messages_unacknowledged
 consumers`, without rabbitmqctl (which a broker in Docker does not put on your machine).
-From the management API when it answers for the broker of the AMQP URL, else from passive
-declares over AMQP, which cannot see unacknowledged messages ('?').
+Ready and consumers from passive declares over AMQP, exact and at once; unacknowledged from
+the management API, when it answers for the broker of the AMQP URL, as RabbitMQ last collected
+them (every 5 s by default), else '?'.
 
 python queues.py            once
 python queues.py --watch    every second, until Ctrl+C
@@ -23,8 +24,8 @@ try:
         ManagementUnavailable,
         PassiveDeclares,
         QueueFigures,
-        from_management_api,
         management_url,
+        unacknowledged,
     )
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
@@ -71,18 +72,21 @@ def main() -> None:
     try:
         while True:
             try:
-                figures = from_management_api(url, api_url, amqp.cluster_name)
-                source = f"from the management API at {api_url}"
-            except ManagementUnavailable as why:
-                figures = amqp.figures()
-                source = (
-                    "from passive declares ('?': only the management API can tell)\n"
-                    f"(the management API at {api_url} {why})"
+                unacked = unacknowledged(url, api_url, amqp.cluster_name)
+                lag = (
+                    f"unacknowledged as RabbitMQ last collected them, every 5 s by default "
+                    f"(the management API at {api_url})"
                 )
+            except ManagementUnavailable as why:
+                unacked, lag = None, f"unacknowledged '?': the management API at {api_url} {why}"
+            figures = amqp.figures(unacked)
+            if unacked is not None and any(f.unacked is None for f in figures):
+                lag += "; '?': not collected yet, or its metrics collection is off"
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[2J", end="")  # clear the terminal, draw from the top
             when = datetime.now().strftime("%H:%M:%S")
-            print(f"{when} {redact_url(url)}, {source}\n{table(figures)}")
+            print(f"{when} {redact_url(url)}, ready and consumers now (passive declares)")
+            print(f"{lag}\n{table(figures)}")
             if not args.watch:
                 return
             print()

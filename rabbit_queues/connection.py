@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import ssl
 import sys
@@ -223,8 +224,22 @@ def explain_connection_error(
         )
     return BrokerError(
         f"cannot reach RabbitMQ at {where} ({_root_cause(error)}): start the broker "
-        f"(docker compose up -d) or {URL_HINT}"
+        f"({how_to_start_rabbitmq()}) or {URL_HINT}"
     )
+
+
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # where packages put rabbitmq-server: not on users' PATH
+
+
+def how_to_start_rabbitmq(path: str | None = None) -> str:
+    """How RabbitMQ starts on this machine: the service of an installed package (Debian's,
+    Homebrew's), else the README's Docker container. ``path``: where to look (PATH and SBIN)."""
+    path = f"{os.environ.get('PATH', '')}:{SBIN}" if path is None else path
+    if shutil.which("rabbitmq-server", path=path) is None:
+        return "docker compose up -d"
+    if shutil.which("brew", path=path):
+        return "brew services start rabbitmq"
+    return "systemctl start rabbitmq-server, as root"
 
 
 def _access_denied(

@@ -126,8 +126,8 @@ class Delivery:
             expiration=str(RETRY_DELAY_SECONDS * 1000),
         )
         self.back_by = time.monotonic() + RETRY_DELAY_SECONDS
-        attempt = f"attempt {self.attempt + 1} of {MAX_ATTEMPTS}"
-        return f"retry in {RETRY_DELAY_SECONDS} s ({attempt}){note}"
+        attempt = f"attempt {self.attempt + 1} of {MAX_ATTEMPTS}"  # the next one: 2 after 1
+        return f"retry in {RETRY_DELAY_SECONDS} s, as {attempt}{note}"
 
     def dead_letter(self, reason: str) -> str:
         """Park the message in ``<queue>.dlq`` with ``reason`` in its headers, and ack it; for

@@ -1,9 +1,9 @@
 """How many messages the lessons' queues hold: what `queues.py` prints.
 
-The management HTTP API (the rabbitmq_management plugin, in the `-management` images) knows
-all of it: messages ready, messages delivered but not yet acknowledged, consumers. Over AMQP
-a passive declare tells ready and consumers, but not unacknowledged; that is the fallback
-when the API does not answer.
+A passive declare over AMQP tells a queue's ready messages and consumers exactly, at once; it
+cannot tell those delivered but not yet acknowledged. The management HTTP API (the
+rabbitmq_management plugin, in the `-management` images) knows those too, but as RabbitMQ last
+collected them: every 5 s on a default broker (``collect_statistics_interval``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from rabbit_queues.connection import (
 from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
 HTTP_TIMEOUT_SECONDS = 3
-FIGURES = ("messages_ready", "messages_unacknowledged", "consumers")
+UNACKED = "messages_unacknowledged"
 
 
 @dataclass(frozen=True)
 class QueueFigures:
     """One line of `rabbitmqctl list_queues name messages_ready messages_unacknowledged
-    consumers`. ``unacked`` is None where AMQP alone cannot tell it."""
+    consumers`. ``unacked`` is None where the management API cannot tell it."""
 
     name: str
     ready: int
@@ -75,12 +75,10 @@ class ManagementUnavailable(Exception):
     of a sentence that starts with 'the management API'."""
 
 
-def from_management_api(amqp_url: str, api_url: str, cluster_name: str) -> list[QueueFigures]:
-    """The lessons' queues as the management API reports them (with the AMQP URL's user), if
-    it is the API of the broker ``amqp_url`` reaches, whose cluster is ``cluster_name``.
-
-    RabbitMQ refreshes these figures every 5 s by default (``collect_statistics_interval``).
-    """
+def unacknowledged(amqp_url: str, api_url: str, cluster_name: str) -> dict[str, int]:
+    """Each lesson queue's messages delivered and not yet acknowledged, as the management API
+    last collected them (with the AMQP URL's user), if it is the API of the broker ``amqp_url``
+    reaches, whose cluster is ``cluster_name``."""
     parameters = url_parameters(node_urls(amqp_url)[0])
     credentials = parameters.credentials
     token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
@@ -91,17 +89,10 @@ def from_management_api(amqp_url: str, api_url: str, cluster_name: str) -> list[
             f"belongs to another broker: its cluster is {theirs!r}, the AMQP URL's {cluster_name!r}"
         )
     vhost = quote(parameters.virtual_host, safe="")
-    listed = _get_json(f"{api_url}api/queues/{vhost}?columns=name,{','.join(FIGURES)}", token)
-    by_name = {queue["name"]: queue for queue in listed}
-    found = [by_name[spec.name] for spec in ALL_QUEUES if spec.name in by_name]
-    for queue in found:
-        if not all(figure in queue for figure in FIGURES):
-            # Never shown as 0: a figure the API does not give is unknown.
-            raise ManagementUnavailable(
-                f"lists {queue['name']} without its figures (metrics collection is off, "
-                "or has not run yet)"
-            )
-    return [QueueFigures(queue["name"], *(queue[figure] for figure in FIGURES)) for queue in found]
+    listed = _get_json(f"{api_url}api/queues/{vhost}?columns=name,{UNACKED}", token)
+    # A queue it lists without the figure (not collected yet, or metrics collection is off) is
+    # left out: unknown, never 0.
+    return {queue["name"]: queue[UNACKED] for queue in listed if UNACKED in queue}
 
 
 def _get_json(url: str, token: str) -> Any:
@@ -129,7 +120,8 @@ class PassiveDeclares:
         # The broker's own name for its cluster (a node's: rabbit@host), told on connecting.
         self.cluster_name = self.connection._impl.server_properties.get("cluster_name")
 
-    def figures(self) -> list[QueueFigures]:
+    def figures(self, unacked: dict[str, int] | None = None) -> list[QueueFigures]:
+        """Ready and consumers, now; ``unacked`` from elsewhere (the management API)."""
         found = []
         for spec in ALL_QUEUES:
             declared = passive_declare(self.channel, spec.name)
@@ -137,7 +129,12 @@ class PassiveDeclares:
                 self.channel = self.connection.channel()  # a 404 closes the channel
                 continue
             found.append(
-                QueueFigures(spec.name, declared.message_count, None, declared.consumer_count)
+                QueueFigures(
+                    spec.name,
+                    declared.message_count,
+                    (unacked or {}).get(spec.name),
+                    declared.consumer_count,
+                )
             )
         return found
 

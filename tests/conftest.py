@@ -35,7 +35,7 @@ try:
 except ImportError:  # testcontainers before the community namespace
     from testcontainers.rabbitmq import RabbitMqContainer
 
-from rabbit_queues.connection import redact_url
+from rabbit_queues.connection import BrokerError, connect_to_a_node, redact_url
 from rabbit_queues.queues import ALL_QUEUES, passive_declare
 
 DOCKER_IMAGE = os.environ.get("RABBITMQ_TEST_IMAGE", "rabbitmq:4-management")
@@ -175,6 +175,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 0 if os.environ.get("RABBITMQ_URL") else 2
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A broker of the user's (RABBITMQ_URL) that does not answer ends the run in one line,
+    the scripts' own (a missing vhost: the two rabbitmqctl commands that make it), before
+    hundreds of tests fail with a traceback each."""
+    if url := os.environ.get("RABBITMQ_URL"):
+        try:
+            connect_to_a_node(url)[0].close()
+        except BrokerError as error:
+            pytest.exit(f"RABBITMQ_URL: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 def pytest_report_header() -> list[str]:
     """Which broker the tests will run against, and its version."""
     if url := os.environ.get("RABBITMQ_URL"):
@@ -303,6 +314,10 @@ class Probe:
         for name in LESSON_QUEUES:
             self.channel.queue_delete(name)
 
+    def delete_lesson_queues_and_close(self) -> None:
+        self.delete_lesson_queues()
+        self.close()
+
     def close(self) -> None:
         if self._connection.is_open:
             self._connection.close()
@@ -310,10 +325,13 @@ class Probe:
 
 @pytest.fixture
 def probe(broker: BrokerUnderTest) -> Iterator[Probe]:
-    """A client of the broker; every test starts with the lessons' queues deleted."""
+    """A client of the broker; every test starts with the lessons' queues deleted. On a broker
+    of the user's (RABBITMQ_URL) each also ends so: the tests leave them as they found them."""
     probe = Probe(broker.url)
     probe.delete_lesson_queues()
     yield probe
+    if broker.kind == "RABBITMQ_URL":
+        Probe(broker.url).delete_lesson_queues_and_close()  # this one may be closed by now
     probe.close()
 
 

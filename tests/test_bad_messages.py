@@ -30,9 +30,9 @@ def test_headers_too_large_to_copy_do_not_loop_the_worker(scripts, probe):
     worker.wait_for(r"^ \[x\] Received 'Next task\.'$")
     worker.wait_for(r"^ \[x\] Done$")
     assert worker.matching("Failed") == [
-        " [!] Failed: task 'An error' asked to fail; retry in 2 s (attempt 2 of 3) "
+        " [!] Failed: task 'An error' asked to fail; retry in 2 s, as attempt 2 of 3 "
         "(without its own headers: too large to copy)",
-        " [!] Failed: task 'An error' asked to fail; retry in 2 s (attempt 3 of 3)",
+        " [!] Failed: task 'An error' asked to fail; retry in 2 s, as attempt 3 of 3",
         " [!] Failed: task 'An error' asked to fail; moved to task_queue.dlq after 3 attempts",
     ]
     assert received(worker).count("An error") == 3
@@ -65,7 +65,7 @@ def test_a_deleted_retry_queue_is_declared_again(scripts, probe):
     send(scripts, 'python work_queue/new_task.py "An error"')
 
     worker.wait_for(r"^ \[!\] Queue 'task_queue\.retry' was deleted; declaring it again$")
-    worker.wait_for(r"^ \[!\] Failed: task 'An error' asked to fail; retry in 2 s \(attempt 2")
+    worker.wait_for(r"^ \[!\] Failed: task 'An error' asked to fail; retry in 2 s, as attempt 2")
     worker.wait_for(r"^ \[x\] Received 'An error'$", count=2)  # it came back from the retry
     assert probe.depth("task_queue") == 0
     assert probe.consumers("task_queue") == 1
@@ -165,7 +165,7 @@ def test_forged_attempts_and_float_headers(scripts, probe, monkeypatch):
 
     assert worker.wait() == 0
     assert worker.matching("Failed")[0] == (
-        " [!] Failed: task 'An error' asked to fail; retry in 2 s (attempt 2 of 3)"
+        " [!] Failed: task 'An error' asked to fail; retry in 2 s, as attempt 2 of 3"
     )
     dead = {body: properties.headers for properties, body in probe.get_all("task_queue.dlq")}
     assert set(dead) == {b"An error", b"." * 61}, worker.output

@@ -9,6 +9,8 @@ from conftest import Probe, eventually
 from rabbitmq_node import free_port
 from readme_output import assert_prints
 
+from rabbit_queues.connection import how_to_start_rabbitmq
+
 SCRIPTS = [
     "hello_world/new_task.py",
     "hello_world/worker.py",
@@ -75,7 +77,8 @@ def test_broker_unreachable_is_one_line_naming_host_and_port(scripts, script):
     assert failed.stdout == ""
     assert failed.stderr == (
         f"error: cannot reach RabbitMQ at 127.0.0.1:{port} (connection refused): start the "
-        "broker (docker compose up -d) or check --url or the AMQP_URL environment variable\n"
+        f"broker ({how_to_start_rabbitmq()}) or check --url or the AMQP_URL environment "
+        "variable\n"
     )
 
 
@@ -396,3 +399,21 @@ def test_killed_while_it_starts_it_says_so(scripts, tmp_path, script):
 
     assert started.wait() == 1
     assert started.lines == [" [*] Interrupted"]
+
+
+@pytest.mark.parametrize(
+    ("installed", "advice"),
+    [
+        ((), "docker compose up -d"),  # nothing installed: the README's container
+        (("rabbitmq-server",), "systemctl start rabbitmq-server, as root"),  # Debian's package
+        (("rabbitmq-server", "brew"), "brew services start rabbitmq"),  # Homebrew's
+    ],
+)
+def test_a_refused_connection_says_how_to_start_rabbitmq_as_it_is_installed(
+    tmp_path, installed, advice
+):
+    for program in installed:
+        (tmp_path / program).write_text("#!/bin/sh\n")
+        (tmp_path / program).chmod(0o755)
+
+    assert how_to_start_rabbitmq(path=str(tmp_path)) == advice

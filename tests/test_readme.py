@@ -55,8 +55,8 @@ NOT_RUN_BY_TESTS = {
     "docker compose stop rabbitmq-2": (
         "needs a Docker engine; test_cluster.py kills its leader node mid-run"
     ),
-    "python -m venv .venv": "the learner's own setup; CI installs into its environment",
-    ". .venv/bin/activate": "the learner's own setup; CI installs into its environment",
+    "python -m venv .venv": "the learner's own setup; .ci/run makes a fresh one of its own",
+    ". .venv/bin/activate": "the learner's own setup; .ci/run runs its fresh one's python",
     "pip install -r requirements.txt": "run by .ci/run (checked below)",
     "python -m pytest": "the test command itself, run by .ci/run (checked below)",
     "tests/with-rabbitmq4.sh python -m pytest": "run by .ci/run (checked below)",

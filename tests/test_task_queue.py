@@ -296,8 +296,8 @@ def test_a_task_that_raises_is_retried_then_gets_an_error_result(scripts, probe)
     assert worker.wait() == 0
     failure = " [!] Failed: ValueError: sleep takes 0 to 60 seconds; "
     assert worker.matching("Failed") == [
-        failure + "retry in 2 s (attempt 2 of 3)",
-        failure + "retry in 2 s (attempt 3 of 3)",
+        failure + "retry in 2 s, as attempt 2 of 3",
+        failure + "retry in 2 s, as attempt 3 of 3",
         failure + "moved to tasks.dlq after 3 attempts",
     ]
     results = scripts.start("python task_queue/results.py --burst")
