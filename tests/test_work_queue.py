@@ -89,6 +89,33 @@ def test_persistent_tasks_survive_a_broker_restart(scripts, probe, broker):
     assert received(worker) == ["First task.", "Second task.."]
 
 
+def test_a_broker_restart_loses_the_transient_message_and_keeps_the_persistent_task(
+    scripts, probe, broker
+):
+    """The README's restart step, the broker restarted for real: lesson 1's message, transient
+    in a classic queue, is gone; lesson 2's task, persistent and confirmed, is done."""
+    probe.declare("hello")  # as lesson 1 left it: a quorum queue
+    deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue hello")
+    assert deleted.returncode == 0, deleted.stderr
+    for command in (
+        'python hello_world/new_task.py --queue-type classic "Lost in a restart."',
+        'python work_queue/new_task.py "Kept through a restart."',
+    ):
+        sent = scripts.run(command)
+        assert sent.returncode == 0, sent.stderr
+    assert (probe.depth("hello"), probe.depth("task_queue")) == (1, 1)  # both there, before
+    probe.close()
+
+    restart(broker)  # docker compose restart rabbitmq, for the tests' own broker
+
+    lost = scripts.start("python hello_world/worker.py --queue-type classic --burst")
+    assert lost.wait(timeout=30) == 0
+    assert_prints("restart-lost", lost.output)
+    kept = scripts.start("python work_queue/worker.py --burst")
+    assert kept.wait(timeout=30) == 0
+    assert_prints("restart-kept", kept.output)
+
+
 def test_stdin_then_burst_worker(scripts, probe):
     sent = scripts.run(r"printf 'one.\ntwo\nthree\n' | python work_queue/new_task.py -")
 
