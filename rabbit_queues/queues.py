@@ -88,8 +88,8 @@ def _clashing(connection: BlockingConnection, spec: QueueSpec) -> dict[str, int]
     """How many messages ``spec`` holds, and each of its family (the queue, its .retry and
     .dlq: a new type means new ones of all three) that exists and clashes too: none is named
     for deletion unless RabbitMQ refused it as this program declares it."""
-    name = spec.name.removesuffix(".retry").removesuffix(".dlq")
-    base = QueueSpec(name, {"x-queue-type": "quorum"} if spec.is_quorum else {})
+    base = QueueSpec(spec.name.removesuffix(".retry").removesuffix(".dlq"))
+    base = base.of_type("quorum" if spec.is_quorum else "classic")
     depths = {}
     for member in (base, retry_queue(base), dead_letter_queue(base)):
         channel = connection.channel()  # a 404 or a 406 closes the channel it happens on
