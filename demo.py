@@ -22,27 +22,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        HELLO,
-        RESULTS,
-        TASK_QUEUE,
-        TASKS,
-        BrokerError,
-        QueueSpec,
-        broker_url,
-        counted,
-        redact_url,
-        run_script,
-        script_parser,
-    )
-    from rabbit_queues.inspection import PassiveDeclares
+    from rabbit_queues.cli import counted, run_script, script_parser
+    from rabbit_queues.connection import BrokerError, broker_url, connect, redact_url
+    from rabbit_queues.queues import HELLO, RESULTS, TASK_QUEUE, TASKS, QueueCounts, QueueSpec
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -100,7 +90,6 @@ LESSONS = {
 DONE = re.compile(r"^ \[x\] Done")
 RESULT = re.compile(r"^ \[x\] Task \S+: ")
 WAITING = re.compile(r"^ \[\*\] Waiting for")
-LABELLED = re.compile(r"^(\S+) \|(.*)$")  # a worker started with --name NAME
 
 
 @dataclass
@@ -182,9 +171,7 @@ class Demo:
 
     def handle(self, process: Process, line: str) -> None:
         """Show a line, and note what it says about the tasks."""
-        labelled = LABELLED.match(line)
-        text = labelled.group(2) if labelled else line
-        note = ""
+        text, note = line, ""
         self.last_change = time.monotonic()
         if WAITING.match(text):
             process.ready = True
@@ -240,23 +227,19 @@ class Demo:
         watched = {self.lesson.queue.name: self.lesson.folder + "/worker.py"}
         if self.lesson.reads_results:
             watched[RESULTS.name] = "task_queue/results.py"
-        declares = PassiveDeclares(self.url)
-        try:
-            figures = [f for f in declares.figures() if f.name in watched]
-        finally:
-            declares.close()
-        for queue_figures in figures:
-            name, script = queue_figures.name, watched[queue_figures.name]
-            if queue_figures.ready:
+        with counts_of(self.url) as counts:
+            found = {name: counts.of(name) for name in watched}
+        for name, held in found.items():
+            if held is not None and held.message_count:
                 raise BrokerError(
-                    f"queue {name!r} holds {counted(queue_figures.ready, 'messages')} from "
-                    f"before, and the demo counts every task: do them first (python {script} "
-                    f"--burst) or drop them (rabbitmqctl purge_queue {name})"
+                    f"queue {name!r} holds {counted(held.message_count, 'messages')} from "
+                    f"before, and the demo counts every task: do them first (python "
+                    f"{watched[name]} --burst) or drop them (rabbitmqctl purge_queue {name})"
                 )
-            if queue_figures.consumers:
+            if held is not None and held.consumer_count:
                 raise BrokerError(
-                    f"{queue_figures.consumers} consumer(s) already take from {name!r} (a "
-                    f"worker in another terminal?): stop them, so the demo can count every task"
+                    f"{held.consumer_count} consumer(s) already take from {name!r} (a worker "
+                    "in another terminal?): stop them, so the demo can count every task"
                 )
 
     def run(self) -> int:
@@ -264,11 +247,9 @@ class Demo:
         self.check_queues_are_free()
         self.say(f"lesson {lesson.folder} on {redact_url(self.url)}")
         for number in range(1, WORKERS + 1):
-            self.start(
-                f"worker-{number}", f"python {lesson.folder}/worker.py --name worker-{number}"
-            )
+            self.start(f"worker-{number}", f"python {lesson.folder}/worker.py")
         if lesson.reads_results:
-            self.start("results", "python task_queue/results.py --name results")
+            self.start("results", "python task_queue/results.py")
         self.wait_until(lambda: all(p.ready for p in self.processes), 30, "the workers")
         self.start("producer", f"python {lesson.folder}/new_task.py -", "\n".join(lesson.tasks))
         self.kill_a_worker_mid_task()
@@ -316,17 +297,16 @@ class Demo:
         """Messages ready in the lesson's queue. ``once_unconsumed``: read when it has no
         consumer left (5 s at most), since RabbitMQ puts back what a worker held when its
         connection goes, and a killed worker's goes a moment after the worker."""
-        declares = PassiveDeclares(self.url)
         deadline = time.monotonic() + 5
-        try:
+        with counts_of(self.url) as counts:
             while True:
-                figures = [f for f in declares.figures() if f.name == self.lesson.queue.name]
-                consumers = sum(f.consumers for f in figures)
-                if not once_unconsumed or consumers == 0 or time.monotonic() > deadline:
-                    return sum(f.ready for f in figures)
+                held = counts.of(self.lesson.queue.name)
+                if held is None:
+                    return 0
+                unconsumed = held.consumer_count == 0
+                if not once_unconsumed or unconsumed or time.monotonic() > deadline:
+                    return held.message_count
                 time.sleep(0.1)
-        finally:
-            declares.close()
 
     def report(self, *, interrupted: bool = False) -> int:
         """The table: tasks per worker, redelivered, lost; 1 if a task was lost with acks."""
@@ -368,6 +348,16 @@ class Demo:
             "RabbitMQ gave it to another worker."
         )
         return 0
+
+
+@contextmanager
+def counts_of(url: str) -> Iterator[QueueCounts]:
+    """The queues' counts (passive declares), on a connection of their own."""
+    connection, _node = connect(url)
+    try:
+        yield QueueCounts(connection)
+    finally:
+        connection.close()
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ from bench.run import (
     enqueue_project,
     require_at_least,
 )
-from rabbit_queues import broker_url, run_script
+from rabbit_queues.cli import run_script
+from rabbit_queues.connection import broker_url
 
 # A worker that takes no task for this long has stalled (callgrind slows it some fifty times).
 STALL_SECONDS = 120

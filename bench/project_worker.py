@@ -8,7 +8,9 @@ import argparse
 import sys
 import time
 
-from rabbit_queues import Broker, Delivery, QueueSpec
+from rabbit_queues.delivery import Delivery
+from rabbit_queues.queues import QueueSpec
+from rabbit_queues.staying_up import Worker
 
 
 def main() -> None:
@@ -27,7 +29,7 @@ def main() -> None:
         if milliseconds:
             print("done", flush=True)
 
-    with Broker.connect(args.url) as broker:
+    with Worker(args.url) as broker:
         queue = QueueSpec(args.queue).of_type(args.queue_type)
         broker.declare(queue)
         broker.consume(queue, on_message, prefetch_count=args.prefetch)

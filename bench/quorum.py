@@ -5,8 +5,9 @@
                                                  replicated over all its nodes
 
 For each queue type: N no-op tasks enqueued with this project's pipelined confirms
-(`new_task.py -`), then drained by one worker at prefetch 1 (this project's worker). It prints
-medians, their ratio, and what the quorum queue adds to each task in microseconds. Its queues
+(`new_task.py -`), then drained by one worker at prefetch 1, this project's and a bare pika
+loop, in turn (each on N tasks of its own). It prints medians, their ratios, and what the
+quorum queue adds to each task in microseconds. Its queues
 (bench.classic, bench.quorum, with their .retry and .dlq) are deleted afterwards.
 """
 
@@ -18,8 +19,9 @@ import statistics
 import sys
 
 from bench.run import Probe, drain, enqueue_project, require_at_least, timed
-from rabbit_queues import QueueSpec, broker_url, dead_letter_queue, run_script
-from rabbit_queues.queues import QueueType
+from rabbit_queues.cli import run_script
+from rabbit_queues.connection import broker_url
+from rabbit_queues.queues import QueueSpec, QueueType, dead_letter_queue
 
 QUEUES: dict[QueueType, QueueSpec] = {
     "classic": QueueSpec("bench.classic"),
@@ -52,18 +54,22 @@ def main() -> None:
                     enqueue = args.n / timed(
                         lambda q=queue: enqueue_project(url, args.n, q, body="0")
                     )
-                    command = [sys.executable, "-m", "bench.project_worker", "--url", url]
-                    command += ["--queue", spec.name, "--queue-type", queue_type]
-                    rate, _ = drain(probe, spec.name, args.n, command)
+                    record(samples, f"enqueue.{queue_type}", enqueue)
+                    # This project's worker and a bare pika loop on the same queue, in turn
+                    # (the other first every other run), each on N freshly enqueued tasks.
+                    project = [sys.executable, "-m", "bench.project_worker", "--url", url]
+                    project += ["--queue", spec.name, "--queue-type", queue_type]
+                    bare = [sys.executable, "-m", "bench.bare_pika_worker", "--url", url]
+                    bare += ["--queue", spec.name]
+                    workers = [("drain", project), ("bare", bare)]
+                    for number, (key, command) in enumerate(workers[:: 1 if repeat % 2 else -1]):
+                        if number:
+                            enqueue_project(url, args.n, queue, body="0")
+                        rate, _ = drain(probe, spec.name, args.n, command)
+                        record(samples, f"{key}.{queue_type}", rate)
                     dead_letters = dead_letter_queue(queue).name
                     if (failed := probe.depth(dead_letters)) > 0:  # it measured failures
                         raise RuntimeError(f"{failed} tasks were dead-lettered: see the worker")
-                    for name, value in (
-                        (f"enqueue.{queue_type}", enqueue),
-                        (f"drain.{queue_type}", rate),
-                    ):
-                        samples.setdefault(name, []).append(value)
-                        print(f"     {name}: {value:,.0f} msg/s", file=sys.stderr)
         finally:
             probe.delete(ALL_QUEUES)
     m = {name: statistics.median(values) for name, values in samples.items()}
@@ -72,12 +78,34 @@ def main() -> None:
     for measure, key in (
         ("enqueue, pipelined confirms", "enqueue"),
         ("drain, one worker, prefetch 1", "drain"),
+        ("drain, bare pika loop, prefetch 1", "bare"),
     ):
         classic, quorum = m[f"{key}.classic"], m[f"{key}.quorum"]
         added = 1e6 / quorum - 1e6 / classic
         ratio = quorum / classic
         print(f"| {measure} | {classic:,.0f} | {quorum:,.0f} | {ratio:.2f}x | {added:+,.0f} µs |")
-    print(f"\nN = {args.n:,} no-op tasks per measurement, median of {args.repeats} run(s).")
+    against = {  # per run, then the median: the two drains of a run ran side by side
+        queue_type: statistics.median(
+            ours / bare
+            for ours, bare in zip(
+                samples[f"drain.{queue_type}"], samples[f"bare.{queue_type}"], strict=True
+            )
+        )
+        for queue_type in QUEUES
+    }
+    print(
+        f"\nThis project's worker against the bare pika loop, median of the runs' ratios: "
+        f"{against['classic']:.2f}x on the classic queue, {against['quorum']:.2f}x on the quorum "
+        "queue."
+    )
+    print(f"N = {args.n:,} no-op tasks per measurement, median of {args.repeats} run(s).")
+
+
+def record(samples: dict[str, list[float]], name: str, value: float | None) -> None:
+    if value is None:
+        raise RuntimeError(f"{name} stalled: see the worker")
+    samples.setdefault(name, []).append(value)
+    print(f"     {name}: {value:,.0f} msg/s", file=sys.stderr)
 
 
 if __name__ == "__main__":

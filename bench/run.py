@@ -28,10 +28,10 @@ from subprocess import DEVNULL
 
 import pika
 
-from rabbit_queues import QueueSpec, broker_url, counted, run_script
-from rabbit_queues.connection import open_connection
+from rabbit_queues.cli import counted, run_script
+from rabbit_queues.connection import broker_url, connect
 from rabbit_queues.pipelined import publish_pipelined
-from rabbit_queues.queues import passive_declare
+from rabbit_queues.queues import QueueCounts, QueueSpec
 
 REPO = Path(__file__).resolve().parent.parent
 # The lesson's worker consumes task_queue; the benchmark declares it classic, as the bare loops'.
@@ -342,8 +342,12 @@ def ideal_makespan() -> float:
 
 class Probe:
     def __init__(self, url: str) -> None:
-        self.connection = open_connection(url)
-        self.channel = self.connection.channel()
+        self.connection, _node = connect(url)
+        self.counts = QueueCounts(self.connection)
+
+    @property
+    def channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+        return self.counts.channel  # a new one after a 404
 
     def __enter__(self) -> Probe:
         return self
@@ -353,22 +357,15 @@ class Probe:
 
     def depth(self, queue: str) -> int:
         """Messages ready in ``queue``; -1 if it is not declared (yet, by its worker)."""
-        declared = self.declared(queue)
-        return -1 if declared is None else declared.message_count
-
-    def declared(self, queue: str) -> pika.spec.Queue.DeclareOk | None:
-        """``queue``'s passive declare; None if there is no such queue."""
-        declared = passive_declare(self.channel, queue)
-        if declared is None:
-            self.channel = self.connection.channel()  # a 404 closes the channel
-        return declared
+        depth = self.counts.depth(queue)
+        return -1 if depth is None else depth
 
     def take_over_lesson_queues(self) -> None:
         """Delete task_queue, its .retry and .dlq, so that the benchmark declares them classic
         whatever the lessons declared; exit with one line instead if one holds a message or has
         a consumer (a learner's tasks, dead letters or worker)."""
         for queue in LESSON_QUEUES:
-            declared = self.declared(queue)
+            declared = self.counts.of(queue)
             if declared is not None and (declared.message_count or declared.consumer_count):
                 sys.exit(
                     f"error: {queue} is in use ({counted(declared.message_count, 'messages')}, "

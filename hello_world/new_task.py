@@ -12,16 +12,10 @@ import sys
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        HELLO,
-        Broker,
-        add_queue_type_option,
-        broker_url,
-        plain_text,
-        run_script,
-        script_parser,
-        send_lines,
-    )
+    from rabbit_queues.broker import Broker
+    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.queues import HELLO
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -40,7 +34,7 @@ def main() -> None:
 
     url = broker_url(args.url)
 
-    with Broker.connect(url) as broker:
+    with Broker(url) as broker:
         broker.declare(hello)  # both sides declare the queue: either may start first
         # Transient (persistent=False): a classic queue keeps it in memory only, so a broker
         # restart loses it. (A quorum queue writes every message to disk, whatever it asks.)
@@ -51,6 +45,9 @@ def main() -> None:
             print(f" [x] Sent '{message}'")
             return
     # `-`: one message per line, many in flight at once (see rabbit_queues/pipelined.py).
+    # Imported here: a single task needs none of it.
+    from rabbit_queues.pipelined import plain_text, send_lines
+
     send_lines(url, hello, sys.stdin, plain_text, persistent=False, noun="messages")
 
 

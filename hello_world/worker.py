@@ -12,18 +12,17 @@ import time
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        HELLO,
-        Broker,
-        Delivery,
+    from rabbit_queues.cli import (
         add_queue_type_option,
         add_worker_options,
-        broker_url,
-        label_output,
         run_script,
         script_parser,
         shortened,
     )
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.delivery import Delivery
+    from rabbit_queues.queues import HELLO
+    from rabbit_queues.staying_up import Worker
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -48,19 +47,18 @@ def on_message(delivery: Delivery) -> None:
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_worker_options(parser)  # --burst, --name, --verbose
+    add_worker_options(parser)  # --burst, --verbose
     add_queue_type_option(parser)
     args = parser.parse_args()
     hello = HELLO.of_type(args.queue_type)
-    label_output(args.name, timestamps=args.verbose)
 
-    with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(hello)
+    with Worker(broker_url(args.url)) as worker:
+        worker.declare(hello)
         # auto_ack=True: "delivered" counts as "done". RabbitMQ pushes every waiting message
         # to the workers at once and forgets it; a worker that dies takes its share with it.
-        broker.consume(hello, on_message, auto_ack=True)
+        worker.consume(hello, on_message, auto_ack=True)
         print(" [*] Waiting for messages. To exit press CTRL+C")
-        broker.run(until_empty=args.burst)
+        worker.run(until_empty=args.burst)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""Where the broker is, and how to connect to it with an error a learner can act on."""
-
-from __future__ import annotations
+"""Where the broker is, connecting to the first node of a cluster that answers (the one place
+that fails over), and every reason it could not in one line, passwords hidden."""
 
 import os
 import re
@@ -10,71 +9,56 @@ import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import pika
-import pika.exceptions
-from pika.adapters.utils.connection_workflow import (
-    AMQPConnectorException,
-    AMQPConnectorStackTimeout,
-)
+import pika.exceptions as errors
+from pika.adapters.utils.connection_workflow import AMQPConnectorException as ConnectorError
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 
 class BrokerError(Exception):
-    """A problem with the broker, explained in one line; scripts print it instead of a traceback."""
+    """A problem with the broker in one line: scripts print it instead of a traceback."""
 
 
-# "You may not" (a wrong password or vhost), the same answer on every node of a cluster; any
-# other failure says "this node cannot be reached now", and another node may answer.
+class Lost(BrokerError):
+    """Our connection, channel or subscription went away, or a queue we send to: what RabbitMQ
+    had delivered to us went back to its queue. A worker starts again from the top."""
+
+
+# "You may not" (a wrong password or vhost) is every node's answer; another failure, this node's.
 REFUSALS = (
-    pika.exceptions.ProbableAuthenticationError,
-    pika.exceptions.ProbableAccessDeniedError,
-    pika.exceptions.AuthenticationError,
+    errors.ProbableAuthenticationError,
+    errors.ProbableAccessDeniedError,
+    errors.AuthenticationError,
 )
-
-
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 URL_HINT = "check --url or the AMQP_URL environment variable"
 EXPECTED = "expected amqp://user:password@host:port/vhost, or amqps:// for TLS"
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # where packages put rabbitmq-server: not on users' PATH
 
 
 def broker_url(cli_url: str | list[str] | None = None) -> str:
-    """The broker address: ``--url`` if given, else ``AMQP_URL``, else the local default.
-
-    A cluster's nodes are listed with commas (``--url`` repeated gives the same): the
-    scripts connect to the first node that answers, and to another when theirs goes away.
-    """
-    if isinstance(cli_url, list):
-        cli_url = ",".join(cli_url)
+    """``--url`` (repeated for a cluster's nodes), else ``AMQP_URL`` (nodes separated by
+    commas), else the local default."""
+    cli_url = ",".join(cli_url) if isinstance(cli_url, list) else cli_url
     return cli_url or os.environ.get("AMQP_URL") or DEFAULT_URL
 
 
 def node_urls(url: str) -> list[str]:
-    """The nodes an address lists: 'amqp://a:5672,amqp://b:5672' names two."""
     return [node.strip() for node in url.split(",") if node.strip()] or [url]
 
 
-SSL_OPTIONS = re.compile(r"(ssl_options=)([^&]*)", re.IGNORECASE)
-
-
 def redact_url(url: str) -> str:
-    """``url`` with its password(s) replaced by ``***``, safe to print or log."""
-    url = SSL_OPTIONS.sub(_hide_key_password, url)
+    """``url`` with its passwords as ``***``; with pika's ssl_options (which may hold the client
+    key's password), all after its '?' too."""
+    if "ssl_options" in url.lower():
+        url = url.split("?", 1)[0] + "?***"
     return ",".join(_redact_one(node) for node in node_urls(url))
 
 
-def _hide_key_password(option: re.Match[str]) -> str:
-    """pika's ?ssl_options={...} may hold the client key's 'password': then all of it is
-    hidden, up to the next '&' (past any comma: a list of nodes would split it there)."""
-    value = option[2]
-    return option[1] + ("***" if "password" in unquote(value).lower() else value)
-
-
 def _split_userinfo(url: str) -> tuple[str, str, str]:
-    """(scheme and '://', user and password, host and the rest) of ``url``; the middle is ''
-    if it has none. Split at '://' and at the last '@', not parsed as a URL: a password holding
-    an unencoded '/', '#' or '?' would end a parsed one early, and show the rest. Without a
-    '://' (user:password@host), all before the last '@' is the user and password."""
+    """(scheme://, user:password, the rest), split at '://' and the last '@', not parsed: a
+    password holding an unencoded '/', '#' or '?' would end a parsed URL early."""
     scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
     userinfo, at, host_and_path = rest.rpartition("@")
     return scheme + separator, userinfo if at else "", host_and_path if at else rest
@@ -90,99 +74,84 @@ def _redact_one(url: str) -> str:
 def url_parameters(url: str) -> pika.URLParameters:
     """pika's parameters for ``url``; BrokerError (password hidden) if it is malformed."""
     scheme, userinfo, _ = _split_userinfo(url)
+    invalid = f"invalid broker URL {redact_url(url)}"
     if scheme.lower() not in ("amqp://", "amqps://"):
+        raise BrokerError(f"{invalid}: not an amqp:// or amqps:// URL ({EXPECTED}); {URL_HINT}")
+    if any(character in userinfo for character in "/#?"):  # pika would print the password
         raise BrokerError(
-            f"invalid broker URL {redact_url(url)}: not an amqp:// or amqps:// URL ({EXPECTED}); "
-            f"{URL_HINT}"
-        )
-    if any(character in userinfo for character in "/#?"):
-        # pika would read part of the password as the port, and say so, password and all.
-        raise BrokerError(
-            f"invalid broker URL {redact_url(url)}: its user or password holds '/', '#' or "
-            f"'?', which must be percent-encoded (%2F, %23, %3F); {URL_HINT}"
+            f"{invalid}: its user or password holds '/', '#' or '?', which must be "
+            f"percent-encoded (%2F, %23, %3F); {URL_HINT}"
         )
     try:
         return pika.URLParameters(url)
     except Exception as error:
-        raise BrokerError(
-            f"invalid broker URL {redact_url(url)}: {_why_pika_refused(error)} ({EXPECTED}); "
-            f"{URL_HINT}"
-        ) from None
+        if isinstance(error, SyntaxError) or str(error).startswith("malformed node"):
+            why = (  # pika's ast.literal_eval says nothing useful
+                "ssl_options, client_properties and tcp_options take a Python literal, such "
+                "as ssl_options={'ca_certs':'ca.pem'}"
+            )
+        elif isinstance(error, OSError):
+            why = f"a file its ssl_options names: {error.strerror}"
+        else:
+            why = str(error) if isinstance(error, ValueError) else "not a URL"
+        raise BrokerError(f"{invalid}: {why} ({EXPECTED}); {URL_HINT}") from None
 
 
-def _why_pika_refused(error: Exception) -> str:
-    if isinstance(error, SyntaxError) or str(error).startswith("malformed node"):
-        # pika reads these three with ast.literal_eval, whose messages say nothing useful.
-        return (
-            "ssl_options, client_properties and tcp_options take a Python literal, such as "
-            "ssl_options={'ca_certs':'ca.pem'}"
-        )
-    if isinstance(error, OSError):  # a file ssl_options names
-        return f"a file its ssl_options names: {error.strerror}"
-    return str(error) if isinstance(error, ValueError) else "not a URL"  # an IndexError...
-
-
-def open_connection(url: str) -> pika.BlockingConnection:
-    """Connect to ``url`` (``amqp://`` or ``amqps://``, or several of them: the first node
-    that answers); raise BrokerError on any failure."""
-    return connect_to_a_node(url)[0]
-
-
-def connect_to_a_node(url: str, after: str | None = None) -> tuple[pika.BlockingConnection, str]:
-    """Connect to the first node of ``url`` that answers, starting with the one listed
-    ``after`` the given node (so a failover tries the others first); return the connection
-    and that node's URL. Raise BrokerError, with every node's reason, if none answers.
-
-    ``amqps://`` verifies the broker's certificate and host name against the system's trusted
-    CAs (or the bundle named by ``SSL_CERT_FILE``), as a browser would.
-    """
+def connect(url: str, after: str | None = None) -> tuple[pika.BlockingConnection, str]:
+    """The first node of ``url`` that answers, starting after the node ``after`` (a failover
+    tries the others first), and its URL; BrokerError with every node's reason if none does.
+    ``amqps://`` checks the broker's certificate and name against the system's CAs (or
+    ``SSL_CERT_FILE``'s), as a browser does."""
     nodes = node_urls(url)
     if after in nodes:
-        start = nodes.index(after) + 1
-        nodes = nodes[start:] + nodes[:start]
-    failures: list[BrokerError] = []
+        nodes = nodes[nodes.index(after) + 1 :] + nodes[: nodes.index(after) + 1]
+    failures = []
     for node in nodes:
         parameters = url_parameters(node)
         try:
             return pika.BlockingConnection(parameters), node
-        except (pika.exceptions.AMQPConnectionError, OSError, AMQPConnectorException) as error:
+        except (errors.AMQPConnectionError, OSError, ConnectorError) as error:
             failure = explain_connection_error(parameters, error)
             if isinstance(error, REFUSALS) or len(nodes) == 1:
                 raise failure from None
-            failures.append(failure)
-    reasons = "; ".join(without_advice(failure) for failure in failures)
-    raise BrokerError(f"no node of the cluster answers ({reasons}); {URL_HINT}")
+            failures.append(without_advice(failure))
+    raise BrokerError(f"no node of the cluster answers ({'; '.join(failures)}); {URL_HINT}")
 
 
 BLOCKED = (
     " [!] RabbitMQ is blocking publishers ({reason}: a resource alarm, see `rabbitmqctl "
     "status`); waiting until it lifts, Ctrl+C to stop"
 )
-UNBLOCKED = " [*] RabbitMQ accepts publishers again"
 BLOCKED_TOO_LONG = "RabbitMQ blocked publishers longer than the URL's blocked_connection_timeout"
 
 
-def report_blocking(connection: Any, blocked: Callable[[bool], None] = lambda _: None) -> None:
-    """Say so when RabbitMQ blocks this connection's publishes, and when it lets them go.
+def report_blocking(connection: Any, blocked: Callable[[bool], None]) -> None:
+    """Say when a resource alarm (memory or disk low) makes RabbitMQ stop reading what
+    ``connection`` (pika's asynchronous one) publishes, and when it reads again; tell
+    ``blocked``. (``?blocked_connection_timeout=SECONDS`` in the URL gives up after that long.)
+    On stderr: in a worker this may run on its pump thread while the handler prints."""
 
-    Under a resource alarm (memory or disk running low) RabbitMQ stops reading from every
-    connection that publishes: a publish then waits, silently, until the alarm lifts. Give
-    ``?blocked_connection_timeout=SECONDS`` in the URL to give up after that long instead.
-    ``connection`` is pika's asynchronous connection; ``blocked`` is told each change.
-    """
-
-    # On stderr: in a worker these may run on its pump thread (staying_up.py) while the
-    # handler prints to stdout, and a print is two writes that a line of stdout could split.
     def on_blocked(_connection: object, frame: Any) -> None:
         blocked(True)
         print(BLOCKED.format(reason=frame.method.reason), file=sys.stderr)
 
     def on_unblocked(_connection: object, _frame: object) -> None:
         blocked(False)
-        print(UNBLOCKED, file=sys.stderr)
+        print(" [*] RabbitMQ accepts publishers again", file=sys.stderr)
 
     connection.add_on_connection_blocked_callback(on_blocked)
     connection.add_on_connection_unblocked_callback(on_unblocked)
+
+
+def what_was_lost(error: BaseException | None) -> str:
+    """'RabbitMQ closed the channel (its reason)', 'Lost the connection to RabbitMQ (...)'..."""
+    if isinstance(error, Lost):
+        return str(error)
+    if isinstance(error, errors.ChannelClosedByBroker):
+        return f"RabbitMQ closed the channel ({error.reply_text})"
+    if isinstance(error, errors.ConnectionClosedByBroker):
+        return f"RabbitMQ closed the connection ({error.reply_code} {error.reply_text})"
+    return "Lost the connection to RabbitMQ" + (f" ({type(error).__name__})" if error else "")
 
 
 def without_advice(error: BaseException) -> str:
@@ -193,30 +162,25 @@ def without_advice(error: BaseException) -> str:
 def explain_connection_error(
     parameters: pika.ConnectionParameters, error: BaseException
 ) -> BrokerError:
-    """Why a connection could not be opened, in one line a learner can act on."""
-    where = f"{parameters.host}:{parameters.port}"
-    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
-        user = parameters.credentials.username
-        return BrokerError(
-            f"RabbitMQ at {where} refused the login of user {user!r}: wrong user or password; "
-            f"{URL_HINT}"
-        )
-    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
-        return _access_denied(where, parameters, error)
+    """Why a connection could not be opened, as a BrokerError a learner can act on."""
+    where, user = f"{parameters.host}:{parameters.port}", parameters.credentials.username
+    tls = f"TLS with RabbitMQ at {where} failed"
+    if isinstance(error, errors.ProbableAuthenticationError):
+        why = f"RabbitMQ at {where} refused the login of user {user!r}: wrong user or password"
+        return BrokerError(f"{why}; {URL_HINT}")
+    if isinstance(error, errors.ProbableAccessDeniedError):
+        return BrokerError(_access_denied(where, parameters.virtual_host, user, str(error)))
     if isinstance(error, socket.gaierror):
         return BrokerError(f"cannot resolve host {parameters.host!r}; {URL_HINT}")
     if isinstance(error, ssl.SSLCertVerificationError):
-        return BrokerError(
-            f"TLS with RabbitMQ at {where} failed: certificate verify failed: "
-            f"{error.verify_message}"
-        )
+        return BrokerError(f"{tls}: certificate verify failed: {error.verify_message}")
     if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
         return BrokerError(
-            f"TLS with RabbitMQ at {where} failed: that port does not speak TLS (it may be a "
-            f"plain amqp:// port; amqps:// is usually on 5671); {URL_HINT}"
+            f"{tls}: that port does not speak TLS (it may be a plain amqp:// port; amqps:// is "
+            f"usually on 5671); {URL_HINT}"
         )
     if isinstance(error, ssl.SSLError):
-        return BrokerError(f"TLS with RabbitMQ at {where} failed: {error.reason or error}")
+        return BrokerError(f"{tls}: {error.reason or error}")
     if isinstance(error, AMQPConnectorStackTimeout):  # a listener that is not RabbitMQ
         return BrokerError(
             f"nothing speaking AMQP answered at {where} within {parameters.stack_timeout:g} s "
@@ -228,12 +192,8 @@ def explain_connection_error(
     )
 
 
-SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # where packages put rabbitmq-server: not on users' PATH
-
-
 def how_to_start_rabbitmq(path: str | None = None) -> str:
-    """How RabbitMQ starts on this machine: the service of an installed package (Debian's,
-    Homebrew's), else the README's Docker container. ``path``: where to look (PATH and SBIN)."""
+    """The installed package's service (Debian's, Homebrew's), else the README's container."""
     path = f"{os.environ.get('PATH', '')}:{SBIN}" if path is None else path
     if shutil.which("rabbitmq-server", path=path) is None:
         return "docker compose up -d"
@@ -242,35 +202,26 @@ def how_to_start_rabbitmq(path: str | None = None) -> str:
     return "systemctl start rabbitmq-server, as root"
 
 
-def _access_denied(
-    where: str, parameters: pika.ConnectionParameters, error: BaseException
-) -> BrokerError:
-    """RabbitMQ's own reason for refusing the virtual host (pika keeps it only inside its
-    message: "ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost x not found'"), and what
-    to do about the two causes a learner can fix: a missing vhost, or missing permissions.
-    Any other reason (a vhost's connection limit...) is RabbitMQ's alone."""
-    vhost, user = parameters.virtual_host, parameters.credentials.username
-    said = re.search(r"\(\d+\) (['\"])(.+)\1$", str(error))
+def _access_denied(where: str, vhost: str, user: str, error: str) -> str:
+    """RabbitMQ's reason (pika keeps it inside its message: "(530) 'NOT_ALLOWED - vhost x not
+    found'"), and what to do when a learner can: create the vhost, or grant permissions."""
+    said = re.search(r"\(\d+\) (['\"])(.+)\1$", error)
     reason = said[2] if said else "NOT_ALLOWED"
+    grant = f"rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"
+    advice = ""
     if "not found" in reason:
-        advice = (
-            f": create it (rabbitmqctl add_vhost {vhost}; rabbitmqctl set_permissions -p "
-            f"{vhost} {user} '.*' '.*' '.*') or {URL_HINT}"
-        )
+        advice = f": create it (rabbitmqctl add_vhost {vhost}; {grant}) or {URL_HINT}"
     elif reason.endswith(f"refused for user '{user}'"):
-        advice = f": rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"
-    else:
-        advice = ""
-    return BrokerError(f"RabbitMQ at {where} refused virtual host {vhost!r} ({reason}){advice}")
+        advice = f": {grant}"
+    return f"RabbitMQ at {where} refused virtual host {vhost!r} ({reason}){advice}"
 
 
 def _root_cause(error: BaseException) -> str:
-    """The innermost reason pika wrapped, e.g. 'Connection refused'."""
+    """The innermost reason pika wrapped, e.g. 'connection refused'."""
     while error.args and isinstance(error.args[0], BaseException):
         error = error.args[0]
-    inner = getattr(error, "exception", None)  # pika's AMQPConnectorSocketConnectError
-    if isinstance(inner, BaseException):
-        error = inner
+    if isinstance(getattr(error, "exception", None), BaseException):  # a pika connector error
+        error = error.exception  # type: ignore[attr-defined]
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return str(error) or type(error).__name__

@@ -20,16 +20,10 @@ try:
     from task_messages import MAX_CHAIN_STEPS, BadTask, Step, Task
     from tasks import registry
 
-    from rabbit_queues import (
-        TASKS,
-        Broker,
-        add_queue_type_option,
-        broker_url,
-        run_script,
-        script_parser,
-        send_lines,
-        shortened,
-    )
+    from rabbit_queues.broker import Broker
+    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser, shortened
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.queues import TASKS
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -153,7 +147,7 @@ def main() -> None:
 
     url = broker_url(args.url)
 
-    with Broker.connect(url) as broker:
+    with Broker(url) as broker:
         broker.declare(tasks)
         if task is not None:
             # Persistent and confirmed, as in lesson 2. The id travels in the body and as
@@ -161,6 +155,9 @@ def main() -> None:
             broker.publish(tasks, task.encode(), persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
             return
+    # Imported here: a single task needs none of it.
+    from rabbit_queues.pipelined import send_lines
+
     send_lines(url, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
 
 

@@ -12,17 +12,16 @@ signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     from task_messages import Result
 
-    from rabbit_queues import (
-        RESULTS,
-        Broker,
-        Delivery,
+    from rabbit_queues.cli import (
         add_queue_type_option,
         add_worker_options,
-        broker_url,
-        label_output,
         run_script,
         script_parser,
     )
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.delivery import Delivery
+    from rabbit_queues.queues import RESULTS
+    from rabbit_queues.staying_up import Worker
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -34,11 +33,10 @@ except KeyboardInterrupt:  # Ctrl+C or kill while it starts
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_worker_options(parser)  # --burst, --name, --verbose
+    add_worker_options(parser)  # --burst, --verbose
     add_queue_type_option(parser)
     parser.add_argument("--steps", action="store_true", help="show every step of a chain")
     args = parser.parse_args()
-    label_output(args.name, timestamps=args.verbose)
 
     def on_result(delivery: Delivery) -> None:
         result = Result.decode(delivery.body)
@@ -46,12 +44,12 @@ def main() -> None:
             print(f" [x] {result.heading}: {result.outcome}")
         delivery.ack()
 
-    with Broker.connect(broker_url(args.url)) as broker:
+    with Worker(broker_url(args.url)) as worker:
         results = RESULTS.of_type(args.queue_type)
-        broker.declare(results)
-        broker.consume(results, on_result, prefetch_count=1)
+        worker.declare(results)
+        worker.consume(results, on_result, prefetch_count=1)
         print(" [*] Waiting for results. To exit press CTRL+C")
-        broker.run(until_empty=args.burst)
+        worker.run(until_empty=args.burst)
 
 
 if __name__ == "__main__":

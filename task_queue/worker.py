@@ -15,18 +15,16 @@ try:
     from task_messages import BadTask, Result, Task, result_message
     from tasks import registry
 
-    from rabbit_queues import (
-        RESULTS,
-        TASKS,
-        Broker,
-        Delivery,
+    from rabbit_queues.cli import (
         add_queue_type_option,
         add_worker_options,
-        broker_url,
-        label_output,
         run_script,
         script_parser,
     )
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.delivery import Delivery
+    from rabbit_queues.queues import RESULTS, TASKS
+    from rabbit_queues.staying_up import Worker
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -38,17 +36,16 @@ except KeyboardInterrupt:  # Ctrl+C or kill while it starts
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_worker_options(parser)  # --burst, --name, --verbose
+    add_worker_options(parser)  # --burst, --verbose
     add_queue_type_option(parser)
     args = parser.parse_args()
     tasks, results = TASKS.of_type(args.queue_type), RESULTS.of_type(args.queue_type)
-    label_output(args.name, timestamps=args.verbose)
 
-    with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(tasks, results)
+    with Worker(broker_url(args.url)) as worker:
+        worker.declare(tasks, results)
 
         def send_result(task_id: str | None, result: bytes) -> None:
-            broker.publish(
+            worker.publish(
                 results,
                 result,
                 persistent=True,
@@ -84,7 +81,7 @@ def main() -> None:
             # the ack last: a crash in between repeats this step, but never loses the chain.
             next_step = task.next_step(value)
             if next_step is not None:
-                broker.publish(
+                worker.publish(
                     tasks,
                     next_step.encode(),
                     persistent=True,
@@ -95,9 +92,9 @@ def main() -> None:
             delivery.ack()
             print(f" [x] Done: {Result.decode(result).outcome}")
 
-        broker.consume(tasks, on_task, prefetch_count=1)  # one task at a time, as in lesson 2
+        worker.consume(tasks, on_task, prefetch_count=1)  # one task at a time, as in lesson 2
         print(" [*] Waiting for messages. To exit press CTRL+C")
-        broker.run(until_empty=args.burst)
+        worker.run(until_empty=args.burst)
 
 
 if __name__ == "__main__":

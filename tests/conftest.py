@@ -35,8 +35,8 @@ try:
 except ImportError:  # testcontainers before the community namespace
     from testcontainers.rabbitmq import RabbitMqContainer
 
-from rabbit_queues.connection import BrokerError, connect_to_a_node, redact_url
-from rabbit_queues.queues import ALL_QUEUES, passive_declare
+from rabbit_queues.connection import BrokerError, connect, redact_url
+from rabbit_queues.queues import ALL_QUEUES, QueueCounts
 
 DOCKER_IMAGE = os.environ.get("RABBITMQ_TEST_IMAGE", "rabbitmq:4-management")
 HOST_NETWORK = os.environ.get("RABBITMQ_TEST_NETWORK") == "host"
@@ -181,7 +181,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     hundreds of tests fail with a traceback each."""
     if url := os.environ.get("RABBITMQ_URL"):
         try:
-            connect_to_a_node(url)[0].close()
+            connect(url)[0].close()
         except BrokerError as error:
             pytest.exit(f"RABBITMQ_URL: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
 
@@ -267,6 +267,7 @@ class Probe:
         self.url = url
         self._connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self._new_channel()
+        self._counts = QueueCounts(self._connection)  # on a channel of its own
 
     def _new_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
         channel = self._connection.channel()
@@ -276,18 +277,11 @@ class Probe:
     def depth(self, queue: str) -> int | None:
         """Messages ready in ``queue`` (a passive declare: exact, unlike list_queues);
         None if there is no such queue."""
-        declared = self._passive_declare(queue)
-        return None if declared is None else declared.message_count
+        return self._counts.depth(queue)
 
     def consumers(self, queue: str) -> int | None:
-        declared = self._passive_declare(queue)
-        return None if declared is None else declared.consumer_count
-
-    def _passive_declare(self, queue: str) -> pika.spec.Queue.DeclareOk | None:
-        declared = passive_declare(self.channel, queue)
-        if declared is None:
-            self.channel = self._new_channel()  # the broker closed the old one
-        return declared
+        counts = self._counts.of(queue)
+        return None if counts is None else counts.consumer_count
 
     def declare(self, queue: str) -> None:
         """Declare ``queue`` as the lessons do by default (a durable quorum queue)."""

@@ -91,7 +91,14 @@ def test_the_quorum_benchmark_compares_both_queue_types(broker, probe):
     assert [row.split(" | ")[0] for row in rows[2:]] == [
         "| enqueue, pipelined confirms",
         "| drain, one worker, prefetch 1",
+        "| drain, bare pika loop, prefetch 1",
     ]
+    assert re.search(
+        r"^This project's worker against the bare pika loop, median of the runs' ratios: "
+        r"[\d.]+x on the classic queue, [\d.]+x on the quorum queue\.$",
+        output,
+        re.M,
+    ), output
     for row in rows[2:]:
         assert re.fullmatch(r"\| .+ \| [\d,]+ \| [\d,]+ \| [\d.]+x \| [+-][\d,]+ µs \|", row), row
     for queue in ("bench.classic", "bench.quorum", "bench.quorum.dlq"):
@@ -220,3 +227,15 @@ def bench_process(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.mark.timeout(60)
+def test_the_start_up_yardstick_sends_what_new_task_sends(scripts, probe):
+    """bench/bare_pika_new_task.py, timed against `work_queue/new_task.py "x"` in
+    docs/performance.md, leaves the same task in the same queue, and says the same."""
+    for command in ('python work_queue/new_task.py "x"', 'python bench/bare_pika_new_task.py "x"'):
+        sent = scripts.run(command)
+        assert (sent.returncode, sent.stdout, sent.stderr) == (0, " [x] Sent 'x'\n", ""), command
+    ((first, body), (second, same)) = probe.get_all("task_queue")
+    assert body == same == b"x"
+    assert first.delivery_mode == second.delivery_mode == 2

@@ -19,14 +19,14 @@ from rabbit_queues.connection import DEFAULT_URL, broker_url, redact_url
         ("amqp://u:p://x@host/", "amqp://u:***@host/"),
         # No scheme (a malformed URL, refused, but its error message shows it): hidden too.
         ("learner:s3cret@localhost:5672", "learner:***@localhost:5672"),
-        # The client key's password in pika's ssl_options, with its commas left unencoded.
+        # The client key's password may be in pika's ssl_options: all after '?' is hidden.
         (
             "amqps://h/?ssl_options={'keyfile':'k.pem','Password':'s3cret'}&heartbeat=5",
-            "amqps://h/?ssl_options=***&heartbeat=5",
+            "amqps://h/?***",
         ),
         (
-            "amqps://h/?ssl_options={'ca_certs':'ca.pem'}",
-            "amqps://h/?ssl_options={'ca_certs':'ca.pem'}",
+            "amqps://learner:s3cret@h/?ssl_options={'ca_certs':'ca.pem'},amqps://h2/",
+            "amqps://learner:***@h/?***",
         ),
     ],
 )

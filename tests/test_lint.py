@@ -1,5 +1,6 @@
 """The code a learner copies is ruff clean."""
 
+import ast
 import importlib.util
 import re
 import subprocess
@@ -62,11 +63,18 @@ def test_no_wrapper_module_imports_one_that_imports_it_back():
     assert "delivery" in imports["broker"]  # the check above is not vacuous
 
 
-def test_the_lesson_file_is_short_and_shows_pikas_own_calls():
-    """broker.py is read in one sitting: the calls a learner looks for, in pika's own words;
-    what keeps a worker going is its Part 2, staying_up.py."""
+def test_the_wrapper_is_small_and_its_lesson_shows_pikas_own_calls():
+    """rabbit_queues/ is read in an evening, broker.py in one sitting: the calls a learner looks
+    for in pika's own words, and pika's delivery callback (docs/wrapper.md says so)."""
+    sizes = {
+        path.name: len(path.read_text().splitlines())
+        for path in (REPO / "rabbit_queues").glob("*.py")
+    }
+    # A ratchet: the wrapper went from 2,009 lines to under 1,300 when the Worker came to hold a
+    # Broker instead of being half of one; the goal is 1,000 (docs/wrapper.md says what is left).
+    assert sum(sizes.values()) <= 1300, sizes
+    assert sizes["broker.py"] <= 300
     lesson = (REPO / "rabbit_queues" / "broker.py").read_text()
-    assert len(lesson.splitlines()) <= 200  # docs/wrapper.md says so (the budget: 300)
     for call in (
         "confirm_delivery()",
         "queue_declare(spec.name, durable=True",
@@ -74,6 +82,26 @@ def test_the_lesson_file_is_short_and_shows_pikas_own_calls():
         "pika.DeliveryMode.Persistent",
         "basic_qos(prefetch_count=",
         "basic_consume(",
+        "def _on_message(",
         "basic_ack(delivery_tag=",
     ):
         assert call in lesson, call
+
+
+def test_no_wrapper_class_is_built_on_another_modules_class():
+    """Composition, not a class split over files: a class of rabbit_queues/ has no base class
+    from another of its modules (a Worker holds a Broker; it is not one)."""
+    built_on = []
+    for path in (REPO / "rabbit_queues").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rabbit_queues")
+            for alias in node.names
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {base.id for base in node.bases if isinstance(base, ast.Name)}
+                built_on += [f"{path.name}: {node.name}({base})" for base in bases & imported]
+    assert built_on == []

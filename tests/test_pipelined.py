@@ -2,8 +2,9 @@
 
 import pytest
 
-from rabbit_queues import BrokerError, QueueSpec
+from rabbit_queues.connection import BrokerError
 from rabbit_queues.pipelined import publish_pipelined
+from rabbit_queues.queues import QueueSpec
 
 OVERFLOWING = QueueSpec(
     "pipelined-test.overflow", arguments={"x-max-length": 5, "x-overflow": "reject-publish"}

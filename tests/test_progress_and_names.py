@@ -1,5 +1,5 @@
 """What a learner sees in the terminal: `new_task.py -` shows its progress on a terminal (and
-only there), and workers started with --name and --verbose say who printed what, and when."""
+only there), and a worker started with --verbose says its process id (to kill -9 it)."""
 
 import os
 import re
@@ -66,30 +66,10 @@ def test_new_task_is_quiet_when_piped(scripts, probe, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_workers_print_their_name_and_with_verbose_the_time(scripts, probe):
-    alice = scripts.start("python work_queue/worker.py --name alice --verbose")
-    bob = scripts.start("python work_queue/worker.py --name bob")
-    alice.wait_for(r"^\d\d:\d\d:\d\d\.\d\d\d alice \| \[\*\] Waiting for messages")
-    assert alice.lines[0].endswith(f" alice | [*] Process id {alice.process.pid}")
-    bob.wait_for(r"^bob \| \[\*\] Waiting for messages")
-    for task in ("First task.", "Second task."):
-        assert scripts.run(f'python work_queue/new_task.py "{task}"').returncode == 0
-
-    alice.wait_for(r"^\d\d:\d\d:\d\d\.\d\d\d alice \| \[x\] Done$")
-    bob.wait_for(r"^bob \| \[x\] Done$")
-    # Every line is labelled, whichever thread printed it.
-    assert all(re.match(r"\d\d:\d\d:\d\d\.\d\d\d alice \| ", line) for line in alice.lines)
-    assert all(line.startswith("bob | ") for line in bob.lines)
-
-
-@pytest.mark.timeout(30)
-def test_a_named_worker_labels_its_error_too(scripts):
-    result = scripts.run(
-        "python task_queue/results.py --name results --burst",
-        env={"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F"},
-    )
-    assert result.returncode == 1
-    assert result.stderr.startswith("results | error: cannot reach RabbitMQ at 127.0.0.1:1 (")
+def test_a_verbose_worker_says_its_process_id_first(scripts, probe):
+    worker = scripts.start("python work_queue/worker.py --verbose")
+    worker.wait_for(r"^ \[\*\] Waiting for messages")
+    assert worker.lines[0] == f" [*] Process id {worker.process.pid}"
 
 
 @pytest.mark.timeout(60)

@@ -61,6 +61,9 @@ NOT_RUN_BY_TESTS = {
     "docker compose exec rabbitmq-1 rabbitmqctl list_queues name type leader members": (
         "needs a Docker engine; test_cluster.py asks its local nodes the same"
     ),
+    "tail -n +12001 tasks.txt | python task_queue/new_task.py -": (
+        "test_cluster.py resumes the same way, from the count its stopped producer printed"
+    ),
     "docker compose stop rabbitmq-2": (
         "needs a Docker engine; test_cluster.py kills its leader node mid-run"
     ),

@@ -11,26 +11,22 @@ import signal
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        RESULTS,
-        TASK_QUEUE,
-        TASKS,
-        Broker,
+    from rabbit_queues.broker import Broker
+    from rabbit_queues.cli import (
         add_queue_type_option,
-        broker_url,
         counted,
-        dead_letter_queue,
         run_script,
         script_parser,
         shortened,
     )
+    from rabbit_queues.connection import broker_url
     from rabbit_queues.delivery import (
         ATTEMPTS_HEADER,
         BROKER_HEADERS,
         ORIGINAL_QUEUE_HEADER,
         REASON_HEADER,
     )
-    from rabbit_queues.queues import passive_declare
+    from rabbit_queues.queues import RESULTS, TASK_QUEUE, TASKS, QueueCounts, dead_letter_queue
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -62,11 +58,11 @@ def main() -> None:
     queue = QUEUES[args.queue].of_type(args.queue_type)
     dead_letters = dead_letter_queue(queue)
 
-    with Broker.connect(broker_url(args.url)) as broker:
+    with Broker(broker_url(args.url)) as broker:
         broker.declare(queue, dead_letters)
         # No more than the queue holds now: with workers running, a letter moved back may
         # fail again and come back behind the others before this loop is done.
-        waiting = passive_declare(broker.channel, dead_letters.name)
+        waiting = QueueCounts(broker.connection).of(dead_letters.name)
         count = 0
         while waiting is not None and count < waiting.message_count:
             # basic_get takes one message, if any, without subscribing. Unacknowledged, it

@@ -12,16 +12,10 @@ import sys
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        TASK_QUEUE,
-        Broker,
-        add_queue_type_option,
-        broker_url,
-        plain_text,
-        run_script,
-        script_parser,
-        send_lines,
-    )
+    from rabbit_queues.broker import Broker
+    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.queues import TASK_QUEUE
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -40,7 +34,7 @@ def main() -> None:
 
     url = broker_url(args.url)
 
-    with Broker.connect(url) as broker:
+    with Broker(url) as broker:
         broker.declare(task_queue)  # durable: the queue survives a broker restart
         if args.words != ["-"]:
             task = " ".join(args.words) or "Hello World!"
@@ -51,6 +45,9 @@ def main() -> None:
             print(f" [x] Sent '{task}'")
             return
     # `-`: many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
+    # Imported here: a single task needs none of it.
+    from rabbit_queues.pipelined import plain_text, send_lines
+
     send_lines(url, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
 
 

@@ -13,18 +13,17 @@ import time
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from rabbit_queues import (
-        TASK_QUEUE,
-        Broker,
-        Delivery,
+    from rabbit_queues.cli import (
         add_queue_type_option,
         add_worker_options,
-        broker_url,
-        label_output,
         run_script,
         script_parser,
         shortened,
     )
+    from rabbit_queues.connection import broker_url
+    from rabbit_queues.delivery import Delivery
+    from rabbit_queues.queues import TASK_QUEUE
+    from rabbit_queues.staying_up import Worker
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
     raise SystemExit(
         f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
@@ -67,20 +66,19 @@ def on_message(delivery: Delivery) -> None:
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_worker_options(parser)  # --burst, --name, --verbose
+    add_worker_options(parser)  # --burst, --verbose
     add_queue_type_option(parser)
     args = parser.parse_args()
     task_queue = TASK_QUEUE.of_type(args.queue_type)
-    label_output(args.name, timestamps=args.verbose)
 
-    with Broker.connect(broker_url(args.url)) as broker:
-        broker.declare(task_queue)
+    with Worker(broker_url(args.url)) as worker:
+        worker.declare(task_queue)
         # prefetch_count=1 (fair dispatch): send this worker a new task only once it has
         # acked the last one. Without it, tasks are dealt round-robin as they arrive, and a
         # worker busy with a long task sits on a backlog that idle workers could be doing.
-        broker.consume(task_queue, on_message, prefetch_count=1)
+        worker.consume(task_queue, on_message, prefetch_count=1)
         print(" [*] Waiting for messages. To exit press CTRL+C")
-        broker.run(until_empty=args.burst)
+        worker.run(until_empty=args.burst)
 
 
 if __name__ == "__main__":
