@@ -21,6 +21,7 @@ REASON_HEADER = "x-dead-letter-reason"  # why it failed: "ExceptionType: text"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"  # where it came from, to move it back after a fix
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", *RETURN_COUNTS)  # not copied
 MAX_REASON = 1000  # characters of a failure's reason kept in a header
+SETTLED_ALREADY = "this message was already acknowledged or dead-lettered"
 
 
 class Delivery:
@@ -74,7 +75,7 @@ class Delivery:
     def ack(self) -> None:
         """Tell RabbitMQ the work is done, so it may delete the message."""
         if self.settled:
-            self._check_unsettled()  # raises
+            raise RuntimeError(SETTLED_ALREADY)
         self.broker.ack(self._delivery_tag)
         self.settled = True
 
@@ -100,14 +101,16 @@ class Delivery:
 
     def drop(self) -> None:
         """Reject it for good: for a message RabbitMQ would not even take a copy of."""
-        self._check_unsettled()
+        if self.settled:
+            raise RuntimeError(SETTLED_ALREADY)
         self.broker.reject(self._delivery_tag)
         self.settled = True
 
     def _forward(self, queue: QueueSpec, headers: dict[str, Any], **properties: Any) -> str:
         """Publish a copy (confirmed), then ack this one: a crash between the two leaves both
         (at-least-once). Returns a note on the copy, if any."""
-        self._check_unsettled()
+        if self.settled:
+            raise RuntimeError(SETTLED_ALREADY)
         headers[REASON_HEADER] = headers[REASON_HEADER][:MAX_REASON]
         copy = dict(
             headers={**self.headers, **headers},
@@ -126,7 +129,3 @@ class Delivery:
         self.broker.ack(self._delivery_tag)
         self.settled = True
         return note
-
-    def _check_unsettled(self) -> None:
-        if self.settled:
-            raise RuntimeError("this message was already acknowledged or dead-lettered")

@@ -50,7 +50,8 @@ class Worker:
         self.url = url
         self.broker = Broker(url)  # not even once: the script exits, saying why
         self._declared: list[QueueSpec] = []
-        self._subscription: tuple[QueueSpec, Handler, int, bool] | None = None
+        self._subscription: tuple[QueueSpec, int, bool] | None = None  # queue, prefetch, auto_ack
+        self._handler: Handler  # the script's, set by consume()
         self._lost: BaseException | None = None  # what run() must start again after
         self._counts: QueueCounts | None = None  # for --burst, on the broker's connection
         self._stop_requested = False
@@ -77,8 +78,7 @@ class Worker:
         """As Broker.consume; with manual acks, declare the retry and dead-letter queues too."""
         if not auto_ack:
             self.declare(dead_letter_queue(spec), retry_queue(spec))
-        self._subscription = (spec, handler, prefetch_count, auto_ack)
-        self._handler = handler
+        self._subscription, self._handler = (spec, prefetch_count, auto_ack), handler
         # From now on (a worker that said it waits), a clean stop: the current message first.
         self._signals.enter_context(stop_requests(self._request_stop))
         try:
@@ -88,7 +88,7 @@ class Worker:
 
     def _subscribe(self) -> None:
         assert self._subscription is not None
-        spec, _handler, prefetch_count, auto_ack = self._subscription
+        spec, prefetch_count, auto_ack = self._subscription
         self.broker.consume(spec, self._handle, prefetch_count=prefetch_count, auto_ack=auto_ack)
 
     def run(self, *, until_empty: bool = False) -> None:
@@ -143,7 +143,7 @@ class Worker:
 
     def _nothing_waits(self) -> bool:
         assert self._subscription is not None
-        spec, _handler, _prefetch_count, auto_ack = self._subscription
+        spec, _prefetch_count, auto_ack = self._subscription
         if self._counts is None or self._counts.connection is not self.broker.connection:
             self._counts = QueueCounts(self.broker.connection)
         for queue in [spec] if auto_ack else [spec, retry_queue(spec)]:
