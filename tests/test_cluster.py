@@ -87,7 +87,12 @@ def test_a_quorum_queue_loses_no_task_when_its_leader_node_dies(cluster, tmp_pat
 
         on_leader.wait_for(r"^ \[\*\] Failed over to amqp://guest:\*\*\*@127\.0\.0\.1:\d+/%2F")
         # Distinct tasks: when the leader dies, an ack can be lost and its task done twice.
-        eventually(lambda: len(done(results)) == TASKS, timeout=120)
+        try:
+            eventually(lambda: len(done(results)) == TASKS, timeout=120)
+        except AssertionError:  # say what each script was doing
+            for script in (on_leader, on_other, results):
+                print(f"--- {script.command}:", *script.lines[-15:], sep="\n")
+            raise
         # The worker that lost its node did tasks on the next one.
         after_failover = on_leader.output.split("Failed over to", 1)[1]
         assert " [x] Done: sleep(0.01) = 0.01" in after_failover
