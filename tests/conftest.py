@@ -53,6 +53,7 @@ class BrokerUnderTest:
     rabbitmqctl_env: dict[str, str] | None = None  # env that points `rabbitmqctl` at it
     docker_exec: list[str] | None = None  # or: how to run rabbitmqctl in its container
     restart: Callable[[], None] | None = None
+    crash: Callable[[], None] | None = None  # kill it (SIGKILL), then start it again
     tls_port: int | None = None  # an amqps:// listener whose certificate says 'localhost'
     ca_file: Path | None = None  # the CA that signed that certificate
     management_url: str | None = None  # its management API (HTTP), for queues.py
@@ -113,6 +114,11 @@ def _from_docker() -> Iterator[BrokerUnderTest] | None:
         container.get_wrapped_container().restart(timeout=60)
         eventually(settings.accepts_amqp, timeout=START_TIMEOUT)
 
+    def crash() -> None:
+        container.get_wrapped_container().kill()
+        container.get_wrapped_container().start()
+        eventually(settings.accepts_amqp, timeout=START_TIMEOUT)
+
     def run() -> Iterator[BrokerUnderTest]:
         try:
             with container:
@@ -122,6 +128,7 @@ def _from_docker() -> Iterator[BrokerUnderTest] | None:
                     kind=f"testcontainers {DOCKER_IMAGE} container ({network})",
                     docker_exec=["docker", "exec", container.get_wrapped_container().id],
                     restart=restart,
+                    crash=crash,
                     tls_port=settings.tls_port if HOST_NETWORK else None,
                     ca_file=settings.ca_file if HOST_NETWORK else None,
                     management_url=settings.management_url,
@@ -157,6 +164,7 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
                 kind=f"local node {node.name}",
                 rabbitmqctl_env=node.env,
                 restart=node.restart,
+                crash=node.crash,
                 tls_port=node.tls_port,
                 ca_file=node.ca_file,
                 management_url=node.management_url,
@@ -258,6 +266,14 @@ def restart(broker: BrokerUnderTest) -> None:
     if broker.restart is None:
         pytest.skip(f"only the throwaway local node can be restarted, not {broker.kind}")
     broker.restart()
+
+
+def crash(broker: BrokerUnderTest) -> None:
+    """Kill the broker under test (SIGKILL) and start it again, as `docker compose kill` and
+    `docker compose up -d --wait` would (only the tests' own broker can be)."""
+    if broker.crash is None:
+        pytest.skip(f"only the tests' own broker can be killed, not {broker.kind}")
+    broker.crash()
 
 
 class Probe:

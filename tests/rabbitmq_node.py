@@ -250,6 +250,12 @@ class LocalNode:
         self.stop()
         self.start()
 
+    def crash(self) -> None:
+        """Kill the node as a pulled plug would, then start it again: what it had written to
+        disk is still there, what it had not is gone."""
+        self.kill()
+        self.start()
+
     def remove(self) -> None:
         """Kill the node (nothing of it is kept, so it need not stop gracefully) and delete
         its directory."""

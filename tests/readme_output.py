@@ -6,9 +6,10 @@ of docs/; a test runs the command it follows and checks what it printed with
 a name, and every name a test that uses it.
 
 Allowed to differ: task and chain ids, durations ("in 0.01 s"), clock times, which worker of
-the demo's three is which, the number of the reconnect attempt that worked, the reason RabbitMQ
-4.3 adds to a reply such as (541 INTERNAL_ERROR - ...), and the broker's address (the tests'
-own broker is not at localhost:5672). A line "..." in a block stands for any number of lines.
+the demo's three is which, counts of tasks sent and kept when the broker is killed mid-stream,
+the number of the reconnect attempt that worked, the reason RabbitMQ 4.3 adds to a
+reply such as (541 INTERNAL_ERROR - ...), and the broker's address (the tests' own broker is not
+at localhost:5672). A line "..." in a block stands for any number of lines.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ VARIES = [
     (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>"),
     (r"\b\d+\.\d\d s\b", "<duration>"),
     (r"\b\d\d:\d\d:\d\d(\.\d{3})?\b", "<time>"),
+    # How far a stream got before the broker was killed, and how many tasks the queue kept
+    (r"\b\d+(?= tasks without confirms| tasks were sent and confirmed| more were sent)", "<n>"),
+    (r"(?m)^task_queue\t\d+$", "task_queue\t<n>"),
     (r"\bworker-\d\b", "worker-<n>"),
     (r"(?m)\(attempt \d+\)$", "(attempt <n>)"),  # how many reconnects it took
     # RabbitMQ 4.3 follows a reply's code and name with its reason: (541 INTERNAL_ERROR - ...)

@@ -1,10 +1,11 @@
 """Lesson 2, work_queue: every command of the README's work_queue section, run for real."""
 
 import re
+import shlex
 import signal
 
 import pytest
-from conftest import Probe, eventually, received, restart
+from conftest import Probe, crash, eventually, received, restart
 from conftest import send_work_queue_task as send
 from readme_output import assert_prints
 
@@ -114,6 +115,53 @@ def test_a_broker_restart_loses_the_transient_message_and_keeps_the_persistent_t
     kept = scripts.start("python work_queue/worker.py --burst")
     assert kept.wait(timeout=30) == 0
     assert_prints("restart-kept", kept.output)
+
+
+UNCONFIRMED = "seq 1000000 | python work_queue/send_without_confirms.py --queue-type classic"
+CONFIRMED = "seq 1000000 | python work_queue/new_task.py --queue-type classic -"
+COUNT_TASKS = "rabbitmqctl list_queues name messages"
+
+
+@pytest.mark.timeout(300)
+def test_a_broker_killed_mid_stream_keeps_every_confirmed_task_and_loses_unconfirmed_ones(
+    scripts, probe, broker
+):
+    """The README's crash step, the broker killed (SIGKILL) for real while a producer sends a
+    million tasks: without confirms the queue holds fewer than the producer sent, and it cannot
+    say which; with confirms it holds every task confirmed, and at most the unconfirmed more."""
+    probe.close()  # the lessons' queues deleted: task_queue is declared classic below
+
+    stopped, counted, kept = kill_the_broker_while_it_sends(scripts, broker, UNCONFIRMED)
+    assert_prints("crash-without-confirms", f"{stopped}\n{counted}")
+    sent = int(re.search(r"after sending (\d+) tasks without confirms", stopped)[1])
+    assert kept < sent, stopped
+
+    deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")  # empty again
+    assert deleted.returncode == 0, deleted.stderr
+    stopped, counted, kept = kill_the_broker_while_it_sends(scripts, broker, CONFIRMED)
+    assert_prints("crash-with-confirms", f"{stopped}\n{counted}")
+    found = re.search(r"\((\d+) tasks were sent and confirmed .*; (\d+) more", stopped)
+    confirmed, unconfirmed = int(found[1]), int(found[2])
+    assert confirmed <= kept <= confirmed + unconfirmed, stopped
+
+
+def kill_the_broker_while_it_sends(scripts, broker, command: str) -> tuple[str, str, int]:
+    """Start ``command``, kill the broker once 60,000 tasks are in the queue, start it again;
+    return what the producer printed, what `rabbitmqctl list_queues` printed, and how many
+    tasks the queue kept."""
+    producer = scripts.start(f"bash -c {shlex.quote(command)}")
+    counter = Probe(broker.url)
+    eventually(lambda: (counter.depth("task_queue") or 0) >= 60_000, timeout=60)
+    counter.close()
+
+    crash(broker)  # docker compose kill rabbitmq; docker compose up -d --wait
+
+    assert producer.wait(timeout=60) == 1, producer.output
+    counted = scripts.rabbitmqctl(COUNT_TASKS)
+    assert counted.returncode == 0, counted.stderr
+    kept = re.search(r"^task_queue\t(\d+)$", counted.stdout, re.M)
+    assert kept is not None, counted.stdout
+    return producer.output, counted.stdout, int(kept[1])
 
 
 def test_stdin_then_burst_worker(scripts, probe):

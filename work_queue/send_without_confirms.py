@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Lesson 2, what confirms are for: send one task per line of standard input to 'task_queue',
+persistent, but without publisher confirms, as RabbitMQ's first tutorial sends. Kill the broker
+while it sends: it can only say how many tasks it handed to the network, not how many RabbitMQ
+kept. `new_task.py -` sends the same tasks with confirms. Not for real work.
+
+seq 1000000 | python work_queue/send_without_confirms.py
+"""
+
+import signal
+import sys
+
+# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
+signal.signal(signal.SIGTERM, signal.default_int_handler)
+try:
+    import pika
+    import pika.exceptions
+
+    from rabbit_queues.broker import Broker
+    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser
+    from rabbit_queues.connection import BrokerError, broker_url
+    from rabbit_queues.queues import TASK_QUEUE
+except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
+    raise SystemExit(
+        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
+        " or run pip install -r requirements.txt"
+    ) from None
+except KeyboardInterrupt:  # Ctrl+C or kill while it starts
+    raise SystemExit(" [*] Interrupted") from None
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_queue_type_option(parser)
+    args = parser.parse_args()
+    task_queue = TASK_QUEUE.of_type(args.queue_type)
+
+    with Broker(broker_url(args.url)) as broker:
+        broker.declare(task_queue)
+        channel = broker.connection.channel()  # a second channel: no confirm_delivery() on it
+        persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        sent = 0
+        try:
+            for line in sys.stdin:
+                if line.strip():
+                    # Returns once the task is written to the socket: nobody says whether
+                    # RabbitMQ received it, let alone wrote it to disk.
+                    channel.basic_publish("", task_queue.name, line.rstrip("\n"), persistent)
+                    sent += 1
+        except pika.exceptions.AMQPConnectionError as error:
+            raise BrokerError(
+                f"lost the connection to RabbitMQ ({type(error).__name__}) after sending {sent} "
+                "tasks without confirms: how many of them RabbitMQ kept, only the queue can tell"
+            ) from None
+        except KeyboardInterrupt:
+            raise SystemExit(f" [*] Interrupted after sending {sent} tasks") from None
+    print(f" [x] Sent {sent} tasks, none confirmed: RabbitMQ has them unless it went down")
+
+
+if __name__ == "__main__":
+    run_script(main)
