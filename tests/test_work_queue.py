@@ -145,6 +145,17 @@ def test_a_broker_killed_mid_stream_keeps_every_confirmed_task_and_loses_unconfi
     assert confirmed <= kept <= confirmed + unconfirmed, stopped
 
 
+def test_sending_without_confirms_sends_each_line_as_it_is(scripts, probe):
+    """Its lines as new_task.py - cuts them (no line ending, blank lines skipped), but bytes
+    that are not UTF-8 are sent too, unread: no traceback, nothing decoded."""
+    sent = scripts.run(r"printf 'one\r\n\n\xff two\n' | python work_queue/send_without_confirms.py")
+
+    assert sent.returncode == 0, sent.stderr
+    said = " [x] Sent 2 tasks, none confirmed: RabbitMQ has them unless it went down\n"
+    assert sent.stdout == said
+    assert [body for _properties, body in probe.get_all("task_queue")] == [b"one", b"\xff two"]
+
+
 def kill_the_broker_while_it_sends(scripts, broker, command: str) -> tuple[str, str, int]:
     """Start ``command``, kill the broker once 60,000 tasks are in the queue, start it again;
     return what the producer printed, what `rabbitmqctl list_queues` printed, and how many

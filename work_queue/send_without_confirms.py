@@ -41,11 +41,11 @@ def main() -> None:
         persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
         sent = 0
         try:
-            for line in sys.stdin:
+            for line in sys.stdin.buffer:  # bytes, sent as they are: nothing to decode
                 if line.strip():
                     # Returns once the task is written to the socket: nobody says whether
                     # RabbitMQ received it, let alone wrote it to disk.
-                    channel.basic_publish("", task_queue.name, line.rstrip("\n"), persistent)
+                    channel.basic_publish("", task_queue.name, line.rstrip(b"\r\n"), persistent)
                     sent += 1
         except pika.exceptions.AMQPConnectionError as error:
             raise BrokerError(
