@@ -28,6 +28,7 @@ from subprocess import DEVNULL
 
 import pika
 
+from rabbit_queues.broker import Broker
 from rabbit_queues.cli import counted, run_script
 from rabbit_queues.connection import broker_url, connect
 from rabbit_queues.pipelined import publish_pipelined
@@ -190,9 +191,9 @@ def bounded(action: Callable[[], object], n: int) -> float | None:
 def enqueue_project(url: str, n: int, queue: QueueSpec, body: str = "x") -> None:
     """This project's `new_task.py -` path: pipelined confirms, `pipelined.WINDOW` in flight.
     ("x" is a no-op for work_queue/worker.py; bench/project_worker.py takes "0".)"""
-    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        connection.channel().queue_declare(queue.name, durable=True, arguments=queue.arguments)
-    publish_pipelined(url, queue, ((body, {}) for _ in range(n)), persistent=True)
+    with Broker(url) as broker:
+        broker.declare(queue)
+        publish_pipelined(broker, queue, ((body, {}) for _ in range(n)), persistent=True)
 
 
 def enqueue_bare(url: str, queue: str, n: int, *, confirm_each: bool) -> None:
@@ -314,7 +315,8 @@ def makespan(url: str, probe: Probe, *, prefetch: int) -> float:
             threading.Thread(target=count_done, args=(worker, done), daemon=True).start()
         started = time.perf_counter()
         messages = ((str(milliseconds), {}) for milliseconds in SKEWED_MS)
-        publish_pipelined(url, QueueSpec(FAIR), messages, persistent=True)
+        with Broker(url) as broker:
+            publish_pipelined(broker, QueueSpec(FAIR), messages, persistent=True)
         for _ in SKEWED_MS:
             if not done.acquire(timeout=60):
                 raise RuntimeError("the skewed workload did not finish in time")

@@ -44,11 +44,11 @@ def main() -> None:
             broker.publish(hello, message, persistent=False)
             print(f" [x] Sent '{message}'")
             return
-    # `-`: one message per line, many in flight at once (see rabbit_queues/pipelined.py).
-    # Imported here: a single task needs none of it.
-    from rabbit_queues.pipelined import plain_text, send_lines
+        # `-`: one message per line, many in flight at once (see rabbit_queues/pipelined.py).
+        # Imported here: a single task needs none of it.
+        from rabbit_queues.pipelined import plain_text, send_lines
 
-    send_lines(url, hello, sys.stdin, plain_text, persistent=False, noun="messages")
+        send_lines(broker, hello, sys.stdin, plain_text, persistent=False, noun="messages")
 
 
 if __name__ == "__main__":

@@ -36,11 +36,11 @@ class Broker:
         # Held by whichever thread is inside pika: while a worker's handler runs, a pump
         # thread serves the connection's heartbeats (staying_up.py).
         self.in_pika = threading.Lock()
-        self.blocked = False  # by a resource alarm: RabbitMQ reads nothing we send
         self.cancelled = False  # RabbitMQ cancelled our subscription
-        # Said at once, even while basic_publish waits: on the asynchronous connection
-        # underneath, as pika's BlockingConnection runs its own callbacks only between calls.
-        report_blocking(self.connection._impl, self._set_blocked)
+        # Set by a resource alarm (RabbitMQ reads nothing we send), said at once, even while
+        # basic_publish waits: on the asynchronous connection underneath, as pika's
+        # BlockingConnection runs its own callbacks only between calls.
+        self.blocked = report_blocking(self.connection._impl)
 
     def declare(self, *queues: QueueSpec) -> None:
         """Create each queue unless it exists: producers and workers both declare theirs, so
@@ -132,11 +132,8 @@ class Broker:
     def _on_cancelled(self, _frame: object) -> None:
         self.cancelled = True
 
-    def _set_blocked(self, blocked: bool) -> None:
-        self.blocked = blocked
-
     def close(self) -> None:
-        if self.blocked:  # RabbitMQ would not read a close: the socket closes on exit
+        if self.blocked.is_set():  # RabbitMQ would not read a close: the socket closes on exit
             return
         with self.in_pika, suppress(pika.exceptions.AMQPError):  # gone already
             if self.connection.is_open:

@@ -7,7 +7,7 @@ import shutil
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+import threading
 from typing import Any
 
 import pika
@@ -125,22 +125,25 @@ BLOCKED = (
 BLOCKED_TOO_LONG = "RabbitMQ blocked publishers longer than the URL's blocked_connection_timeout"
 
 
-def report_blocking(connection: Any, blocked: Callable[[bool], None]) -> None:
+def report_blocking(connection: Any) -> threading.Event:
     """Say when a resource alarm (memory or disk low) makes RabbitMQ stop reading what
-    ``connection`` (pika's asynchronous one) publishes, and when it reads again; tell
-    ``blocked``. (``?blocked_connection_timeout=SECONDS`` in the URL gives up after that long.)
-    On stderr: in a worker this may run on its pump thread while the handler prints."""
+    ``connection`` (pika's asynchronous one) publishes, and when it reads again; the Event
+    returned is set meanwhile. (``?blocked_connection_timeout=SECONDS`` in the URL gives up
+    after that long.) On stderr: in a worker this may run on its pump thread while the handler
+    prints."""
+    blocked = threading.Event()
 
     def on_blocked(_connection: object, frame: Any) -> None:
-        blocked(True)
+        blocked.set()
         print(BLOCKED.format(reason=frame.method.reason), file=sys.stderr)
 
     def on_unblocked(_connection: object, _frame: object) -> None:
-        blocked(False)
+        blocked.clear()
         print(" [*] RabbitMQ accepts publishers again", file=sys.stderr)
 
     connection.add_on_connection_blocked_callback(on_blocked)
     connection.add_on_connection_unblocked_callback(on_unblocked)
+    return blocked
 
 
 def what_was_lost(error: BaseException | None) -> str:

@@ -126,6 +126,5 @@ class Delivery:
         if size + FRAME_END_SIZE > self.broker.frame_max:
             copy["headers"], note = headers, " (without its own headers: too large to copy)"
         self.broker.publish(queue, self.body, persistent=True, **copy)
-        self.broker.ack(self._delivery_tag)
-        self.settled = True
+        self.ack()
         return note

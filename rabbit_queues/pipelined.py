@@ -6,7 +6,7 @@ may confirm many: ``multiple``); the count reported, also when something fails, 
 RabbitMQ confirmed. On any loss it stops, saying so (docs/cluster.md: how to resume).
 
 pika's BlockingChannel waits for each confirm, so the messages go on the asynchronous channel
-underneath (``channel._impl``) of a connection opened as every script opens one. A thread reads
+underneath (``channel._impl``) of a second channel on the Broker's connection. A thread reads
 them (they may be typed) and hands them over in batches: one ``add_callback_threadsafe`` for
 all that arrive while the connection is busy.
 """
@@ -23,8 +23,9 @@ import pika
 import pika.exceptions
 from pika.spec import Basic, BasicProperties
 
+from rabbit_queues.broker import Broker
 from rabbit_queues.cli import counted, shortened, stop_requests
-from rabbit_queues.connection import BLOCKED_TOO_LONG, BrokerError, connect, report_blocking
+from rabbit_queues.connection import BLOCKED_TOO_LONG, BrokerError
 from rabbit_queues.queues import QueueSpec
 
 WINDOW = 5000  # unconfirmed messages in flight at most
@@ -33,7 +34,7 @@ Message = tuple[bytes | str, dict[str, Any]]  # a body and its properties (messa
 
 
 def publish_pipelined(
-    url: str,
+    broker: Broker,
     queue: QueueSpec,
     messages: Iterable[Message],
     *,
@@ -46,17 +47,12 @@ def publish_pipelined(
     (``on_confirmed`` is told the count as it grows). BrokerError, with the counts, if RabbitMQ
     refuses one (nack), cannot route one, goes away, or ``messages`` raises ValueError (a line
     that does not parse: those before it are still sent and confirmed)."""
-    connection, _node = connect(url)
-    pipeline = _Pipeline(connection, queue, iter(messages), persistent, window, on_confirmed)
+    pipeline = _Pipeline(broker.connection, queue, iter(messages), persistent, window, on_confirmed)
     try:
         with stop_requests(pipeline.interrupt):
             pipeline.run()
     except KeyboardInterrupt:  # the second Ctrl+C or SIGTERM
         pipeline.failure = "interrupted"
-    finally:
-        with suppress(pika.exceptions.AMQPError):  # blocked, RabbitMQ would not read a close
-            if connection.is_open and not pipeline.blocked:
-                connection.close()
     if pipeline.failure is None:
         return pipeline.confirmed
     confirmed, unknown = pipeline.confirmed, len(pipeline.unconfirmed)
@@ -83,13 +79,16 @@ class _Pipeline:
         self.mode = pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient
         self.failure: str | None = None  # once set, nothing more is sent
         self.unconfirmed: dict[int, None] = {}  # delivery tags sent, in order, not confirmed
-        self.blocked = False  # by a resource alarm
         self._room = threading.Semaphore(window)  # free places in the window
         self._acked = self._returned = self._last_tag = 0  # RabbitMQ acks what it returns, too
         self._all_read = self._channel_closed = self._interrupted = False
         self._incoming: list[Message] = []  # handed over by the reader, not yet published
         self._wakeup_pending = False  # the connection has been asked to publish _incoming
         self._handover_lock = threading.Lock()
+        self.channel = connection.channel()._impl  # the asynchronous channel
+        self.channel.add_on_return_callback(self._on_returned)
+        self.channel.add_on_close_callback(self._on_channel_closed)
+        self.channel.confirm_delivery(self._on_confirm)
 
     @property
     def confirmed(self) -> int:
@@ -98,15 +97,7 @@ class _Pipeline:
     def interrupt(self) -> None:
         self._interrupted = True
 
-    def _set_blocked(self, blocked: bool) -> None:
-        self.blocked = blocked
-
     def run(self) -> None:
-        report_blocking(self.connection._impl, self._set_blocked)
-        self.channel = self.connection.channel()._impl  # the asynchronous channel
-        self.channel.add_on_return_callback(self._on_returned)
-        self.channel.add_on_close_callback(self._on_channel_closed)
-        self.channel.confirm_delivery(self._on_confirm)
         threading.Thread(target=self._read, name="reader", daemon=True).start()
         try:  # until what was sent is settled (to report it exactly) and nothing more will be
             while not self._channel_closed and (
@@ -202,7 +193,7 @@ class _Pipeline:
 
 
 def send_lines(
-    url: str,
+    broker: Broker,
     queue: QueueSpec,
     lines: Iterable[str],
     to_message: Callable[[str], Message],
@@ -235,7 +226,7 @@ def send_lines(
     try:
         shown = progress if terminal else None
         count = publish_pipelined(
-            url, queue, messages, persistent=persistent, noun=noun, on_confirmed=shown
+            broker, queue, messages, persistent=persistent, noun=noun, on_confirmed=shown
         )
     finally:
         if terminal:
@@ -246,7 +237,8 @@ def send_lines(
 
 
 def _text(line: str) -> str:
-    """``line``; ValueError if standard input gave bytes that are not UTF-8 text."""
+    """``line``; ValueError if standard input gave bytes that are not UTF-8 text. (Read as
+    text: a reader thread left blocked in a binary read aborts the interpreter at exit.)"""
     try:
         line.encode()
     except UnicodeEncodeError:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, suppress
-from typing import Any
 
 import pika.exceptions
 
@@ -67,11 +66,6 @@ class Worker:
         self.broker.declare(*queues)
         self._declared += [spec for spec in queues if spec not in self._declared]
 
-    def publish(
-        self, spec: QueueSpec, body: bytes | str, *, persistent: bool, **props: Any
-    ) -> None:
-        self.broker.publish(spec, body, persistent=persistent, **props)
-
     def consume(
         self, spec: QueueSpec, handler: Handler, *, prefetch_count: int = 0, auto_ack: bool = False
     ) -> None:
@@ -119,8 +113,7 @@ class Worker:
             while not self._stop_requested:
                 # Closed (the connection too, maybe, seen by the pump): pika would not say so
                 # but raise ValueError (its #1291). Cancelled: nothing more would come.
-                if broker.cancelled or not broker.channel.is_open:
-                    broker.check_open()  # raises Lost, saying why
+                broker.check_open()  # either: raises Lost, saying why
                 broker.connection.process_data_events(time_limit=None)  # a message, or a tick
                 if until_empty and self._idle() and self._nothing_waits():
                     broker.connection.process_data_events(0)  # sent before it answered?

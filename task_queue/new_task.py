@@ -155,10 +155,10 @@ def main() -> None:
             broker.publish(tasks, task.encode(), persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
             return
-    # Imported here: a single task needs none of it.
-    from rabbit_queues.pipelined import send_lines
+        # Imported here: a single task needs none of it.
+        from rabbit_queues.pipelined import send_lines
 
-    send_lines(url, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
+        send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def main() -> None:
         worker.declare(tasks, results)
 
         def send_result(task_id: str | None, result: bytes) -> None:
-            worker.publish(
+            # worker.broker: the Broker the worker holds now (a new one after a reconnect)
+            worker.broker.publish(
                 results,
                 result,
                 persistent=True,
@@ -81,7 +82,7 @@ def main() -> None:
             # the ack last: a crash in between repeats this step, but never loses the chain.
             next_step = task.next_step(value)
             if next_step is not None:
-                worker.publish(
+                worker.broker.publish(
                     tasks,
                     next_step.encode(),
                     persistent=True,

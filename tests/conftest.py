@@ -282,13 +282,9 @@ class Probe:
     def __init__(self, url: str) -> None:
         self.url = url
         self._connection = pika.BlockingConnection(pika.URLParameters(url))
-        self.channel = self._new_channel()
+        self.channel = self._connection.channel()
+        self.channel.confirm_delivery()  # so publish() fails loudly if the queue does not exist
         self._counts = QueueCounts(self._connection)  # on a channel of its own
-
-    def _new_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
-        channel = self._connection.channel()
-        channel.confirm_delivery()  # so publish() fails loudly if the queue does not exist
-        return channel
 
     def depth(self, queue: str) -> int | None:
         """Messages ready in ``queue`` (a passive declare: exact, unlike list_queues);

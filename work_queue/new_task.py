@@ -44,11 +44,11 @@ def main() -> None:
             broker.publish(task_queue, task, persistent=True)
             print(f" [x] Sent '{task}'")
             return
-    # `-`: many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
-    # Imported here: a single task needs none of it.
-    from rabbit_queues.pipelined import plain_text, send_lines
+        # `-`: many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
+        # Imported here: a single task needs none of it.
+        from rabbit_queues.pipelined import plain_text, send_lines
 
-    send_lines(url, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
+        send_lines(broker, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
 
 
 if __name__ == "__main__":
