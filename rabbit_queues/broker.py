@@ -15,7 +15,14 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.connection import BrokerError, Lost, connect, report_blocking, what_was_lost
+from rabbit_queues.connection import (
+    BrokerError,
+    Lost,
+    Refused,
+    connect,
+    report_blocking,
+    what_was_lost,
+)
 from rabbit_queues.delivery import Delivery
 from rabbit_queues.queues import QueueSpec, explain_clash
 
@@ -73,7 +80,7 @@ class Broker:
         except pika.exceptions.UnroutableError:
             raise Lost(f"queue {spec.name!r} does not exist; nothing was sent") from None
         except pika.exceptions.NackError:
-            raise BrokerError(f"RabbitMQ refused a message for {spec.name!r}") from None
+            raise Refused(f"RabbitMQ refused a message for {spec.name!r}") from None
 
     def consume(
         self, spec: QueueSpec, handler: Handler, *, prefetch_count: int = 0, auto_ack: bool = False

@@ -25,6 +25,11 @@ class Lost(BrokerError):
     had delivered to us went back to its queue. A worker starts again from the top."""
 
 
+class Refused(Lost):
+    """RabbitMQ did not take a message we published (a nack): not the message's fault, so a
+    worker starts again (a dead-letter copy refused: that message is dropped, loudly)."""
+
+
 # "You may not" (a wrong password or vhost) is every node's answer; another failure, this node's.
 REFUSALS = (
     errors.ProbableAuthenticationError,

@@ -19,7 +19,7 @@ from contextlib import ExitStack, suppress
 
 import pika.exceptions
 
-from rabbit_queues.broker import Broker, Handler
+from rabbit_queues.broker import Broker, Handler, Refused
 from rabbit_queues.cli import counted, shortened, stop_requests
 from rabbit_queues.connection import BrokerError, Lost, redact_url, what_was_lost, without_advice
 from rabbit_queues.delivery import DELIVERY_LIMIT, Delivery
@@ -181,9 +181,9 @@ class Worker:
         drop it, loudly: a message must never go round and round."""
         try:
             print(f" [!] {reason}; {delivery.dead_letter(reason)}")
-        except LOST:
-            raise
         except Exception as error:
+            if isinstance(error, LOST) and not isinstance(error, Refused):
+                raise
             delivery.drop()
             self._dropped += 1
             print(

@@ -223,6 +223,48 @@ def test_a_result_out_of_range_is_an_error_result_at_once_not_retried(scripts, p
     assert probe.depth("tasks.dlq") == 1
 
 
+def test_a_result_rabbitmq_refuses_is_sent_again_on_a_new_connection_not_dead_lettered(
+    scripts, probe
+):
+    """A nack of the worker's own publish is not the task's fault (seen on a channel that could
+    not reach a quorum queue's new leader: it refused every result). The task is not acked:
+    the worker starts again, and once RabbitMQ takes results again the result comes."""
+    classic = {"QUEUE_TYPE": "classic"}  # quorum: the delivery limit would park it after 5
+    probe.channel.queue_declare("results", durable=True)  # classic, as the worker declares it
+    policy = '{"max-length": 0, "overflow": "reject-publish"}'
+    refuse = f"rabbitmqctl set_policy refuse '^results$' '{policy}' --apply-to queues"
+    assert scripts.rabbitmqctl(refuse).returncode == 0
+    try:
+        policy_applied = r"^results\s+refuse$"
+        eventually(
+            lambda: (
+                re.search(
+                    policy_applied,
+                    scripts.rabbitmqctl("rabbitmqctl list_queues name policy").stdout,
+                    re.MULTILINE,
+                )
+                is not None
+            ),
+            timeout=30,
+        )
+        assert scripts.run("python task_queue/new_task.py add 1 2", env=classic).returncode == 0
+        worker = scripts.start("python task_queue/worker.py", env=classic)
+        worker.wait_for(
+            r"^ \[!\] RabbitMQ refused a message for 'results' before the ack: RabbitMQ will "
+            r"deliver that message again$"
+        )
+        worker.wait_for(r"^ \[!\] RabbitMQ refused a message for 'results'; reconnecting$")
+    finally:
+        assert scripts.rabbitmqctl("rabbitmqctl clear_policy refuse").returncode == 0
+    worker.wait_for(r"^ \[x\] Done: add\(1, 2\) = 3$")
+    assert worker.matching("tasks.dlq|Failed|DROPPED") == []
+    results = scripts.start("python task_queue/results.py --burst", env=classic)
+    assert results.wait() == 0
+    assert [line.split(": ", 1)[1] for line in results.matching("Task ")] == ["add(1, 2) = 3"]
+    assert probe.depth("tasks") == 0
+    assert probe.depth("tasks.dlq") in (0, None)
+
+
 def test_the_readme_shows_the_refusal_of_an_unknown_type(scripts):
     refused = scripts.run("python task_queue/new_task.py divide 1 2")
 
