@@ -77,6 +77,11 @@ class _SayProcessId(argparse.Action):
         print(f" [*] Process id {os.getpid()}")
 
 
+class NotSent(ValueError):
+    """A line of standard input whose message no worker would take (too large): said,
+    counted, and skipped: the lines after it are sent."""
+
+
 def shortened(text: str, limit: int = 200) -> str:
     """``text``, or its first ``limit`` characters and its length: a 20 MB message must not
     flood the terminal."""

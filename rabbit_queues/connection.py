@@ -1,23 +1,33 @@
 """Where the broker is, connecting to the first node of a cluster that answers (the one place
 that fails over), and every reason it could not in one line, passwords hidden."""
 
+import ast
 import os
 import re
 import shutil
 import socket
 import ssl
+import struct
 import sys
 import threading
+import urllib.parse
 from typing import Any
 
 import pika
 import pika.exceptions as errors
+import pika.frame
 from pika.adapters.utils.connection_workflow import AMQPConnectorException as ConnectorError
 from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
+from pika.spec import FRAME_END_SIZE, FRAME_HEADER, FRAME_HEADER_SIZE, BasicProperties
 
 
 class BrokerError(Exception):
-    """A problem with the broker in one line: scripts print it instead of a traceback."""
+    """A problem with the broker in one line: scripts print it instead of a traceback. Its
+    ``what`` is what happened, without the ``advice`` (what to do) that may follow it."""
+
+    def __init__(self, what: str, advice: str = "") -> None:
+        super().__init__(what + advice)
+        self.what = what
 
 
 class Lost(BrokerError):
@@ -87,6 +97,8 @@ def url_parameters(url: str) -> pika.URLParameters:
             f"{invalid}: its user or password holds '/', '#' or '?', which must be "
             f"percent-encoded (%2F, %23, %3F); {URL_HINT}"
         )
+    if why := _client_key_problem(url):
+        raise BrokerError(f"{invalid}: {why}; {URL_HINT}")
     try:
         return pika.URLParameters(url)
     except Exception as error:
@@ -102,6 +114,34 @@ def url_parameters(url: str) -> pika.URLParameters:
         raise BrokerError(f"{invalid}: {why} ({EXPECTED}); {URL_HINT}") from None
 
 
+def _client_key_problem(url: str) -> str | None:
+    """Why the client key that ``url``'s ssl_options name cannot be read for want of its
+    password, else None. (pika would leave OpenSSL to ask for it on the terminal.) The
+    options are read as pika reads them: a Python literal, never run as code."""
+    options = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("ssl_options")
+    try:
+        options = ast.literal_eval(options[0]) if options else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None  # pika's turn to say what is wrong with them
+    if not isinstance(options, dict) or not options.get("certfile"):
+        return None
+    password, asked = options.get("password"), []
+
+    def give_password() -> Any:  # called by OpenSSL only if the key is encrypted
+        asked.append(True)
+        return password or b""
+
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_cert_chain(options["certfile"], options.get("keyfile"), give_password)
+    except (ssl.SSLError, OSError, TypeError, ValueError):
+        if asked and password is None:
+            return "its client key (keyfile) is encrypted, and ssl_options give no 'password'"
+        if asked:
+            return "the 'password' in ssl_options does not decrypt the client key (keyfile)"
+    return None  # loaded, or failed for another reason, which pika says
+
+
 def connect(url: str, after: str | None = None) -> tuple[pika.BlockingConnection, str]:
     """The first node of ``url`` that answers, starting after the node ``after`` (a failover
     tries the others first), and its URL; BrokerError with every node's reason if none does.
@@ -114,13 +154,59 @@ def connect(url: str, after: str | None = None) -> tuple[pika.BlockingConnection
     for node in nodes:
         parameters = url_parameters(node)
         try:
-            return pika.BlockingConnection(parameters), node
+            return pika.BlockingConnection(parameters, _impl_class=_ReadsEveryMessage), node
         except (errors.AMQPConnectionError, OSError, ConnectorError) as error:
             failure = explain_connection_error(parameters, error)
             if isinstance(error, REFUSALS) or len(nodes) == 1:
                 raise failure from None
             failures.append(without_advice(failure))
     raise BrokerError(f"no node of the cluster answers ({'; '.join(failures)}); {URL_HINT}")
+
+
+UNREADABLE = "x-unreadable-headers"  # replaces headers pika could not read, saying why
+
+
+class _ReadsEveryMessage(pika.SelectConnection):
+    """pika's connection, but a message whose headers pika cannot read (a table nested deeper
+    than Python's recursion limit, a field type pika lacks) arrives with only UNREADABLE in
+    them, its body and other properties as sent: pika would drop the connection, and RabbitMQ
+    deliver the message again, for ever (3.10) or until its delivery limit drops it (4.x)."""
+
+    def _read_frame(self) -> tuple[int, Any]:
+        try:
+            return super()._read_frame()
+        except Exception as error:  # not a frame we can mend: pika closes the connection
+            return without_headers(self._frame_buffer, error)
+
+
+def without_headers(data: bytes, error: Exception) -> tuple[int, pika.frame.Header]:
+    """The content header frame at the start of ``data`` (which pika failed to read with
+    ``error``) and its length, its headers table replaced by UNREADABLE; else ``error``."""
+    kind, channel, size = struct.unpack_from(">BHL", data)
+    if isinstance(error, errors.InvalidFrameError) or kind != FRAME_HEADER:
+        raise error
+    (body_size,) = struct.unpack_from(">Q", data, FRAME_HEADER_SIZE + 4)
+    encoded = data[FRAME_HEADER_SIZE + 12 : FRAME_HEADER_SIZE + size]  # the properties
+    (flags,) = struct.unpack_from(">H", encoded)
+    if flags & 1 or not flags & BasicProperties.FLAG_HEADERS:  # 1: more flags (none in Basic)
+        raise error
+    start = 2  # the headers come after content_type and content_encoding, two short strings
+    for flag in (BasicProperties.FLAG_CONTENT_TYPE, BasicProperties.FLAG_CONTENT_ENCODING):
+        start += 1 + encoded[start] if flags & flag else 0
+    end = start + 4 + struct.unpack_from(">I", encoded, start)[0]
+    properties = BasicProperties()
+    try:
+        properties.decode(
+            struct.pack(">H", flags & ~BasicProperties.FLAG_HEADERS)
+            + encoded[2:start]
+            + encoded[end:]
+        )
+    except Exception:
+        raise error from None
+    properties.headers = {UNREADABLE: f"{type(error).__name__}: {error}"[:1000]}
+    return FRAME_HEADER_SIZE + size + FRAME_END_SIZE, pika.frame.Header(
+        channel, body_size, properties
+    )
 
 
 BLOCKED = (
@@ -164,7 +250,7 @@ def what_was_lost(error: BaseException | None) -> str:
 
 def without_advice(error: BaseException) -> str:
     """'cannot reach RabbitMQ at host:5672 (connection refused)', without what to do about it."""
-    return str(error).split(": start the broker")[0] or type(error).__name__
+    return getattr(error, "what", None) or str(error) or type(error).__name__
 
 
 def explain_connection_error(
@@ -194,10 +280,40 @@ def explain_connection_error(
             f"nothing speaking AMQP answered at {where} within {parameters.stack_timeout:g} s "
             f"(is that RabbitMQ's AMQP port, 5672 by default?); {URL_HINT}"
         )
+    # pika keeps only the text of OpenSSL's reason when the broker ends the TLS handshake.
+    # (Closed at once, the socket may lose the alert: then OpenSSL saw only an EOF.)
+    said = re.search(r"\[SSL: (\w+)\]", str(error)) or re.search(r"SSL\w*Error", str(error))
+    if said:
+        alert = said[1] if said.groups() else "EOF"
+        return BrokerError(f"{tls}: {TLS_ALERTS.get(alert, alert.lower())}")
+    if isinstance(error, (errors.StreamLostError, errors.IncompatibleProtocolError)):
+        cause = [type(error).__name__, *re.findall(r"'([^']+)'", str(error))][-1].lower()
+        why = f"{where} took the connection, then closed it before AMQP began ({cause})"
+        return BrokerError(why, f"; {URL_HINT}")
     return BrokerError(
-        f"cannot reach RabbitMQ at {where} ({_root_cause(error)}): start the broker "
-        f"({how_to_start_rabbitmq()}) or {URL_HINT}"
+        f"cannot reach RabbitMQ at {where} ({_root_cause(error)})",
+        f": start the broker ({how_to_start_rabbitmq()}) or {URL_HINT}",
     )
+
+
+# What RabbitMQ's TLS alert means when it checks our client certificate (ssl_options.verify =
+# verify_peer on the broker); pika's ssl_options give one with 'certfile' and 'keyfile'.
+NO_CLIENT_CERTIFICATE = (
+    "RabbitMQ asks for a client certificate, and the URL gives none ('certfile' and "
+    "'keyfile' in ssl_options)"
+)
+TLS_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": NO_CLIENT_CERTIFICATE,
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": NO_CLIENT_CERTIFICATE + ", or shares no cipher with us",
+    "TLSV1_ALERT_UNKNOWN_CA": "RabbitMQ does not trust our client certificate (its CA is not "
+    "one in RabbitMQ's ssl_options.cacertfile)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "RabbitMQ refused our client certificate as bad",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "RabbitMQ says our client certificate has expired (or "
+    "is not valid yet)",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "RabbitMQ says our client certificate was revoked",
+    "EOF": "RabbitMQ closed the connection in the TLS handshake without a reason we could read "
+    "(does it ask for a client certificate, and the URL gives none or one it does not trust?)",
+}
 
 
 def how_to_start_rabbitmq(path: str | None = None) -> str:

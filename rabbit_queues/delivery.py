@@ -6,6 +6,7 @@ from typing import Any
 
 from pika.spec import FRAME_END_SIZE, FRAME_HEADER_SIZE, BasicProperties
 
+from rabbit_queues.connection import UNREADABLE
 from rabbit_queues.queues import QueueSpec, dead_letter_queue, retry_queue
 
 MAX_ATTEMPTS = 3  # a failing message is tried this many times, then dead-lettered
@@ -13,8 +14,12 @@ RETRY_DELAY_SECONDS = 2  # how long it waits in <queue>.retry between attempts
 # A quorum queue counts the times a message came back unacknowledged (its worker died, lost
 # its channel, or ran past consumer_timeout): in x-delivery-count before RabbitMQ 4.3, in
 # x-acquired-count since. This many, and the worker parks it instead of running it: a task
-# that kills every worker must not go round forever.
+# that kills every worker must not go round forever (nor reach RabbitMQ 4's own limit, 20).
 DELIVERY_LIMIT = 5
+KILLS_WORKERS = (
+    f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it, "
+    "or run past RabbitMQ's consumer_timeout?"
+)
 RETURN_COUNTS = ("x-delivery-count", "x-acquired-count")
 ATTEMPTS_HEADER = "x-attempts"  # which attempt this delivery is (1 if absent)
 REASON_HEADER = "x-dead-letter-reason"  # why it failed: "ExceptionType: text"
@@ -61,12 +66,25 @@ class Delivery:
 
     @property
     def returned(self) -> int:
-        """How often it came back unacknowledged (quorum queues count it; 0 elsewhere)."""
+        """How often it came back unacknowledged to this queue (quorum queues count it; 0
+        elsewhere). A first delivery came back never, whatever counts its headers carry (set by
+        whoever published it, or by another broker a shovel took it from)."""
         headers = self.properties.headers
-        if not headers:  # most messages: asked of each one, so answered at once
+        if not headers or not self.redelivered:  # most messages: answered at once
             return 0
         counts = [headers.get(name) for name in RETURN_COUNTS]
         return max((count for count in counts if isinstance(count, int)), default=0)
+
+    @property
+    def why_not_run(self) -> str | None:
+        """Why the handler must not have it (the worker parks it): pika could not read its
+        headers, or it came back DELIVERY_LIMIT times. None for most messages, at once."""
+        headers = self.properties.headers
+        if not headers:
+            return None
+        if UNREADABLE in headers:
+            return f"its headers could not be read ({headers[UNREADABLE]})"
+        return KILLS_WORKERS if self.returned >= DELIVERY_LIMIT else None
 
     @property
     def is_last_attempt(self) -> bool:

@@ -24,7 +24,7 @@ import pika.exceptions
 from pika.spec import Basic, BasicProperties
 
 from rabbit_queues.broker import Broker
-from rabbit_queues.cli import counted, shortened, stop_requests
+from rabbit_queues.cli import NotSent, counted, shortened, stop_requests
 from rabbit_queues.connection import BLOCKED_TOO_LONG, BrokerError
 from rabbit_queues.queues import QueueSpec
 
@@ -221,19 +221,32 @@ def send_lines(
             sys.stderr.write(f"\r [>] {confirmed:,} {noun} confirmed, {rate:,.0f}/s\033[K")
             sys.stderr.flush()
 
-    messages = (to_message(_text(line.rstrip("\r\n"))) for line in lines if line.strip())
+    not_sent = 0
+
+    def messages() -> Iterator[Message]:
+        nonlocal not_sent
+        for number, line in enumerate(lines, 1):
+            try:
+                if line.strip():
+                    yield to_message(_text(line.rstrip("\r\n")))
+            except NotSent as error:
+                not_sent += 1
+                print(f" [!] Line {number}: {error}; not sent", file=sys.stderr)
+
     terminal = sys.stderr.isatty()  # into a pipe or a file: only the summary
     try:
         shown = progress if terminal else None
         count = publish_pipelined(
-            broker, queue, messages, persistent=persistent, noun=noun, on_confirmed=shown
+            broker, queue, messages(), persistent=persistent, noun=noun, on_confirmed=shown
         )
     finally:
         if terminal:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
     elapsed = time.perf_counter() - started
-    print(f" [x] Sent {counted(count, noun)} in {elapsed:.2f} s, each confirmed by the broker")
+    skipped = f"; {counted(not_sent, 'lines')} not sent" if not_sent else ""
+    sent = f" [x] Sent {counted(count, noun)} in {elapsed:.2f} s"
+    print(f"{sent}, each confirmed by the broker{skipped}")
 
 
 def _text(line: str) -> str:

@@ -22,7 +22,7 @@ import pika.exceptions
 from rabbit_queues.broker import Broker, Handler, Refused
 from rabbit_queues.cli import counted, shortened, stop_requests
 from rabbit_queues.connection import BrokerError, Lost, redact_url, what_was_lost, without_advice
-from rabbit_queues.delivery import DELIVERY_LIMIT, Delivery
+from rabbit_queues.delivery import Delivery
 from rabbit_queues.queues import QueueCounts, QueueSpec, dead_letter_queue, retry_queue
 
 IDLE_SECONDS = 0.25  # how long a worker waits in pika between looks at Ctrl+C and --burst
@@ -35,10 +35,6 @@ LOST = (
     pika.exceptions.ChannelClosedByBroker,
     pika.exceptions.ChannelWrongStateError,
     pika.exceptions.ConnectionWrongStateError,
-)
-KILLS_WORKERS = (
-    f"came back unacknowledged {DELIVERY_LIMIT} times: did it kill each worker that took it, "
-    "or run past RabbitMQ's consumer_timeout?"
 )
 
 
@@ -156,8 +152,8 @@ class Worker:
         self._handling_since = now
         in_pika.release()  # the pump may serve the connection meanwhile
         try:
-            if not delivery.settled and delivery.returned >= DELIVERY_LIMIT:
-                self._dead_letter(delivery, KILLS_WORKERS)
+            if not delivery.settled and (why := delivery.why_not_run):
+                self._dead_letter(delivery, why)
             else:
                 self._handler(delivery)
         except LOST as error:  # not acknowledged: RabbitMQ puts it back in the queue

@@ -17,11 +17,17 @@ import sys
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
-    from task_messages import MAX_CHAIN_STEPS, BadTask, Step, Task
+    from task_messages import MAX_CHAIN_STEPS, MAX_TASK_BYTES, BadTask, Step, Task
     from tasks import registry
 
     from rabbit_queues.broker import Broker
-    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser, shortened
+    from rabbit_queues.cli import (
+        NotSent,
+        add_queue_type_option,
+        run_script,
+        script_parser,
+        shortened,
+    )
     from rabbit_queues.connection import broker_url
     from rabbit_queues.queues import TASKS
 except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
@@ -124,12 +130,23 @@ def looks_like_a_number(text: str) -> bool:
     return True
 
 
+def encoded(task: Task) -> bytes:
+    """The task's message; NotSent if it is larger than a worker takes."""
+    body = task.encode()
+    if len(body) > MAX_TASK_BYTES:
+        raise NotSent(f"a task of {len(body):,} bytes: a worker takes at most {MAX_TASK_BYTES:,}")
+    return body
+
+
 def read_line(line: str) -> tuple[bytes, dict[str, str]]:
-    """A line of standard input, read as the command line is: the message to send."""
+    """A line of standard input, read as the command line is: the message to send. One far
+    longer than any task is refused unread (shlex takes time in the square of its length)."""
+    if len(line) > 2 * MAX_TASK_BYTES:
+        raise NotSent(f"a line of {len(line):,} characters: a task may be {MAX_TASK_BYTES:,} bytes")
     line_parser = LineParser(prog="a line of standard input", add_help=False)
     add_task_arguments(line_parser)
     task = build_task(parse_task(line_parser, shlex.split(line)))
-    return task.encode(), properties(task)
+    return encoded(task), properties(task)
 
 
 def main() -> None:
@@ -142,6 +159,7 @@ def main() -> None:
         parser.error("- reads the tasks from standard input and takes no arguments")
     try:
         task = None if args.type == "-" else build_task(args)
+        body = None if task is None else encoded(task)
     except ValueError as error:  # before connecting: nothing is sent
         parser.exit(2, f"error: {error}; nothing was sent\n")
 
@@ -152,10 +170,9 @@ def main() -> None:
         if task is not None:
             # Persistent and confirmed, as in lesson 2. The id travels in the body and as
             # the message_id property; the worker sends the result back under that id.
-            broker.publish(tasks, task.encode(), persistent=True, **properties(task))
+            broker.publish(tasks, body, persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
             return
-        # Imported here: a single task needs none of it.
         from rabbit_queues.pipelined import send_lines
 
         send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")

@@ -5,6 +5,7 @@ import json
 import re
 import signal
 import struct
+import sys
 
 import pika.data
 import pytest
@@ -217,3 +218,48 @@ def test_dead_letters_of_the_results_queue_are_listed_and_moved_back(scripts, pr
     assert moved.returncode == 0, moved.stderr
     assert moved.stdout.endswith(" [*] 1 dead letter moved back to results\n")
     assert probe.depth("results") == 1
+
+
+def nested(depth: int) -> dict:
+    """A header table nested ``depth`` deep: RabbitMQ takes it, pika cannot read it back
+    (deeper than Python's recursion limit, which the tests' own publish raises for a moment)."""
+    table: dict = {}
+    for _ in range(depth):
+        table = {"n": table}
+    return {"nested": table}
+
+
+def publish_unreadable(probe, queue: str, body: bytes, **properties) -> None:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)
+    try:
+        probe.publish(queue, body, headers=nested(600), **properties)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_a_task_whose_headers_pika_cannot_read_is_dead_lettered_on_its_first_delivery(
+    scripts, probe, queue_type
+):
+    """pika fails on such headers and drops the connection: RabbitMQ delivered the task again
+    and again (3.10, and classic queues everywhere) or dropped it after 20 (4.x, quorum)."""
+    worker = scripts.start_worker(f"python work_queue/worker.py --queue-type {queue_type}")
+    publish_unreadable(probe, "task_queue", b"Deep task.", message_id="deep-1")
+    send(scripts, f'python work_queue/new_task.py --queue-type {queue_type} "Next task."')
+
+    worker.wait_for(r"^ \[x\] Received 'Next task\.'$")
+    worker.wait_for(r"^ \[x\] Done$")
+    ((line,),) = [worker.matching("could not be read")]
+    assert re.fullmatch(
+        r" \[!\] its headers could not be read \(RecursionError: .+\); moved to task_queue\.dlq",
+        line,
+    ), line
+    assert received(worker) == ["Next task."]
+    assert no_reconnects(worker), worker.output
+    ((properties, body),) = probe.get_all("task_queue.dlq")
+    assert (body, properties.message_id) == (b"Deep task.", "deep-1")
+    assert properties.headers["x-dead-letter-reason"].startswith("its headers could not be read")
+
+    listed = scripts.run("python work_queue/dead_letters.py --queue-type " + queue_type)
+    assert listed.returncode == 0, listed.stderr

@@ -208,8 +208,16 @@ def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_cr
     example = (REPO / ".env.example").read_text()
     assert "RABBITMQ_DEFAULT_USER=" in example
     assert "RABBITMQ_DEFAULT_PASS=" in example
-    assert service["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+    # healthy once it answers and holds the lessons' policies, imported if missing
+    # (docs/what-happens-when.md, "RabbitMQ's own delivery limit acts")
+    assert service["healthcheck"]["test"] == [
+        "CMD-SHELL",
+        "rabbitmqctl -q list_policies | grep -q lessons-dead-letters || "
+        "rabbitmqctl -q import_definitions /etc/rabbitmq/rabbitmq-policies.json",
+    ]
     assert "rabbitmq-data:/var/lib/rabbitmq" in service["volumes"]
+    policies = "./rabbitmq-policies.json:/etc/rabbitmq/rabbitmq-policies.json:ro"
+    assert policies in service["volumes"]
     assert service["hostname"]  # a fixed node name, so the volume's data is found again
 
 

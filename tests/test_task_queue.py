@@ -175,6 +175,34 @@ def test_a_line_out_of_range_stops_the_producer_with_its_counts(scripts, probe):
 
 
 @pytest.mark.timeout(60)
+def test_a_line_too_large_for_a_worker_is_refused_and_the_next_lines_are_sent(scripts, probe):
+    """Refused at once, with the limit, counted, and skipped: a line far longer than any task
+    is not even parsed (shlex took minutes on 2 MB), a 100 KB task is not sent."""
+    huge = "wordcount '" + "word " * 400_000 + "'"  # 2,000,012 characters
+    large = "wordcount '" + "word " * 20_000 + "'"  # a task of over 100,000 bytes
+    lines = f"add 1 2\n{huge}\n{large}\nadd 3 4\n"
+    done = subprocess.run(
+        [sys.executable, "task_queue/new_task.py", "-"],
+        input=lines,
+        cwd=REPO,
+        env=scripts.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        " [!] Line 2: a line of 2,000,012 characters: a task may be 65,536 bytes; not sent",
+        " [!] Line 3: a task of 100,081 bytes: a worker takes at most 65,536; not sent",
+    ]
+    assert re.fullmatch(
+        r" \[x\] Sent 2 tasks in \S+ s, each confirmed by the broker; 2 lines not sent\n",
+        done.stdout,
+    ), done.stdout
+    eventually(lambda: probe.depth("tasks") == 2)
+
+
 def test_a_producer_whose_terminal_goes_away_stops_with_its_counts(scripts, probe):
     """Its reader thread fails (the terminal closed under it: EIO); the producer stops at
     once, saying what the broker confirmed, instead of waiting forever for a dead thread."""

@@ -7,6 +7,7 @@ python work_queue/dead_letters.py --requeue            moves them back to task_q
 """
 
 import signal
+from typing import Any
 
 # kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
 signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -19,7 +20,7 @@ try:
         script_parser,
         shortened,
     )
-    from rabbit_queues.connection import broker_url
+    from rabbit_queues.connection import UNREADABLE, broker_url
     from rabbit_queues.delivery import (
         ATTEMPTS_HEADER,
         BROKER_HEADERS,
@@ -36,14 +37,20 @@ except KeyboardInterrupt:  # Ctrl+C or kill while it starts
     raise SystemExit(" [*] Interrupted") from None
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS, RESULTS)}
-FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER)
+FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER, UNREADABLE)
 
 
-def why(headers: dict[str, object]) -> str:
-    """The reason the worker wrote when it dead-lettered the message."""
+def why(headers: dict[str, Any]) -> str:
+    """Why it was dead-lettered: the reason the worker wrote, or RabbitMQ's own (x-death)."""
+    if ATTEMPTS_HEADER in headers:
+        attempts = headers[ATTEMPTS_HEADER]
+        return f"{headers.get(REASON_HEADER)} ({attempts} attempt{'' if attempts == 1 else 's'})"
     if REASON_HEADER in headers:
-        attempts = headers.get(ATTEMPTS_HEADER, 1)
-        return f"{headers[REASON_HEADER]} ({attempts} attempt{'' if attempts == 1 else 's'})"
+        return str(headers[REASON_HEADER])
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        death = deaths[0]  # the latest (RabbitMQ's delivery limit, a policy's dead-lettering)
+        return f"RabbitMQ dead-lettered it from {death.get('queue')!r}: {death.get('reason')}"
     return "?"
 
 
@@ -66,28 +73,31 @@ def main() -> None:
         count = 0
         while waiting is not None and count < waiting.message_count:
             # basic_get takes one message, if any, without subscribing. Unacknowledged, it
-            # stays ours until we ack it or close the channel, which puts it back.
+            # stays ours until we ack it; given back, RabbitMQ 4 counts a return, and drops a
+            # letter after 20 of them: so each one read is settled, never given back.
             method, properties, body = broker.channel.basic_get(dead_letters.name)
             if method is None:
                 break
             count += 1
             headers = dict(properties.headers or {})
-            shown = shortened(body.decode(errors="replace"))
-            print(f" [x] {count}: {shown!r} failed: {why(headers)}")
-            if args.requeue:
-                # A fresh start: attempt 1 again, and no trace of the broker's own headers.
+            reason = why(headers)
+            print(f" [x] {count}: {shortened(body.decode(errors='replace'))!r} failed: {reason}")
+            if args.requeue:  # a fresh start: attempt 1 again, no trace of the failure
                 stale = (*FAILURE_HEADERS, *BROKER_HEADERS)
                 headers = {k: v for k, v in headers.items() if not k.startswith(stale)}
-                broker.publish(
-                    queue,
-                    body,
-                    persistent=True,
-                    headers=headers,
-                    message_id=properties.message_id,
-                    correlation_id=properties.correlation_id,
-                    content_type=properties.content_type,
-                )
-                broker.channel.basic_ack(method.delivery_tag)  # only once it is back
+            else:  # listed: a copy to the back of the queue, the reason kept in our header
+                headers = {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADERS)}
+                headers.setdefault(REASON_HEADER, reason)
+            broker.publish(
+                queue if args.requeue else dead_letters,
+                body,
+                persistent=True,
+                headers=headers,
+                message_id=properties.message_id,
+                correlation_id=properties.correlation_id,
+                content_type=properties.content_type,
+            )
+            broker.channel.basic_ack(method.delivery_tag)  # only once the copy is confirmed
         verb = "moved back to " + queue.name if args.requeue else "in " + dead_letters.name
         print(f" [*] {counted(count, 'dead letters')} {verb}")
 
