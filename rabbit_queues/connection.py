@@ -273,8 +273,8 @@ def explain_connection_error(
             f"{tls}: that port does not speak TLS (it may be a plain amqp:// port; amqps:// is "
             f"usually on 5671); {URL_HINT}"
         )
-    if isinstance(error, ssl.SSLError):
-        return BrokerError(f"{tls}: {error.reason or error}")
+    if isinstance(error, ssl.SSLError):  # (TLS 1.2 tells an alert here, in the handshake)
+        return BrokerError(f"{tls}: {TLS_ALERTS.get(error.reason, error.reason or error)}")
     if isinstance(error, AMQPConnectorStackTimeout):  # a listener that is not RabbitMQ
         return BrokerError(
             f"nothing speaking AMQP answered at {where} within {parameters.stack_timeout:g} s "
@@ -282,10 +282,10 @@ def explain_connection_error(
         )
     # pika keeps only the text of OpenSSL's reason when the broker ends the TLS handshake.
     # (Closed at once, the socket may lose the alert: then OpenSSL saw only an EOF.)
-    said = re.search(r"\[SSL: (\w+)\]", str(error)) or re.search(r"SSL\w*Error", str(error))
-    if said:
-        alert = said[1] if said.groups() else "EOF"
-        return BrokerError(f"{tls}: {TLS_ALERTS.get(alert, alert.lower())}")
+    alert = re.search(r"\[SSL: (\w+)\]", str(error))
+    if alert or re.search(r"SSL\w*Error", str(error)):
+        name = alert[1] if alert else "EOF"
+        return BrokerError(f"{tls}: {TLS_ALERTS.get(name, name.lower())}")
     if isinstance(error, (errors.StreamLostError, errors.IncompatibleProtocolError)):
         cause = [type(error).__name__, *re.findall(r"'([^']+)'", str(error))][-1].lower()
         why = f"{where} took the connection, then closed it before AMQP began ({cause})"

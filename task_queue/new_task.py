@@ -173,6 +173,7 @@ def main() -> None:
             broker.publish(tasks, body, persistent=True, **properties(task))
             print(f" [x] Sent {describe(task)}")
             return
+        # Imported here: a single task needs none of it.
         from rabbit_queues.pipelined import send_lines
 
         send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")

@@ -124,10 +124,11 @@ def test_the_policies_send_what_rabbitmq_would_drop_to_the_dead_letter_queue(
     assert give_back(probe, "task_queue.dlq", RETURNS_PAST_THE_LIMIT) == RETURNS_PAST_THE_LIMIT
 
     eventually(lambda: probe.depth("task_queue.dlq") == 2)
-    listed = scripts.run("python work_queue/dead_letters.py")
-    assert listed.returncode == 0, listed.stderr
-    assert sorted(re.findall(r"'(.+?)' failed: (.+)", listed.stdout)) == [
-        ("A parked task.", "?"),
-        ("A task nobody acks.", "RabbitMQ dead-lettered it from 'task_queue': delivery_limit"),
-    ]
+    for _ in range(2):  # the second listing reads the copies the first one made
+        listed = scripts.run("python work_queue/dead_letters.py")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(re.findall(r"'(.+?)' failed: (.+)", listed.stdout)) == [
+            ("A parked task.", "?"),
+            ("A task nobody acks.", "RabbitMQ dead-lettered it from 'task_queue': delivery_limit"),
+        ]
     assert IMPORT_COMMAND in (REPO / "docs" / "what-happens-when.md").read_text()

@@ -42,9 +42,10 @@ FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER, UNREAD
 
 def why(headers: dict[str, Any]) -> str:
     """Why it was dead-lettered: the reason the worker wrote, or RabbitMQ's own (x-death)."""
-    if ATTEMPTS_HEADER in headers:
+    if ATTEMPTS_HEADER in headers:  # the worker's: it writes both
         attempts = headers[ATTEMPTS_HEADER]
-        return f"{headers.get(REASON_HEADER)} ({attempts} attempt{'' if attempts == 1 else 's'})"
+        reason = headers.get(REASON_HEADER, "?")
+        return f"{reason} ({attempts} attempt{'' if attempts == 1 else 's'})"
     if REASON_HEADER in headers:
         return str(headers[REASON_HEADER])
     deaths = headers.get("x-death")
@@ -85,9 +86,10 @@ def main() -> None:
             if args.requeue:  # a fresh start: attempt 1 again, no trace of the failure
                 stale = (*FAILURE_HEADERS, *BROKER_HEADERS)
                 headers = {k: v for k, v in headers.items() if not k.startswith(stale)}
-            else:  # listed: a copy to the back of the queue, the reason kept in our header
+            else:  # listed: a copy to the back of the queue, RabbitMQ's reason kept in ours
                 headers = {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADERS)}
-                headers.setdefault(REASON_HEADER, reason)
+                if ATTEMPTS_HEADER not in headers:
+                    headers.setdefault(REASON_HEADER, reason)
             broker.publish(
                 queue if args.requeue else dead_letters,
                 body,
