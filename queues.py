@@ -5,7 +5,8 @@ The same columns as `rabbitmqctl list_queues name messages_ready messages_unackn
 consumers`, without rabbitmqctl (which a broker in Docker does not put on your machine).
 Ready and consumers from passive declares over AMQP, exact and at once; unacknowledged from
 the management API, when it answers for the broker of the AMQP URL, as RabbitMQ last collected
-them (every 5 s by default), else '?'.
+them (every 5 s by default), else '?'. A quorum queue whose leader does not answer shows '?'
+for ready and consumers too: RabbitMQ then says 0 and 0, which is not what it holds.
 
 python queues.py            once
 python queues.py --watch    every second, until Ctrl+C
@@ -52,12 +53,13 @@ UNACKED = "messages_unacknowledged"
 @dataclass(frozen=True)
 class QueueFigures:
     """One line of `rabbitmqctl list_queues name messages_ready messages_unacknowledged
-    consumers`. ``unacked`` is None where the management API cannot tell it."""
+    consumers`. None where it is not known: ``unacked`` where the management API cannot tell
+    it, ``ready`` and ``consumers`` where RabbitMQ could not ask a quorum queue's leader."""
 
     name: str
-    ready: int
+    ready: int | None
     unacked: int | None
-    consumers: int
+    consumers: int | None
 
 
 def management_url(amqp_url: str, given: str | None = None) -> str:
@@ -165,7 +167,7 @@ def table(figures: list[QueueFigures]) -> str:
     if not figures:
         return "(none of the lessons' queues exists yet: start a worker or send a task)"
     rows = [COLUMNS] + [
-        (f.name, str(f.ready), "?" if f.unacked is None else str(f.unacked), str(f.consumers))
+        (f.name, *("?" if n is None else str(n) for n in (f.ready, f.unacked, f.consumers)))
         for f in figures
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -205,6 +207,11 @@ def main() -> None:
             figures = amqp.figures(unacked)
             if unacked is not None and any(f.unacked is None for f in figures):
                 lag += "; '?': not collected yet, or its metrics collection is off"
+            if any(f.ready is None for f in figures):
+                lag += (
+                    "\nready and consumers '?': RabbitMQ could not ask the queue's leader now "
+                    "(its node stalled or down, or no majority of its members)"
+                )
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[2J", end="")  # clear the terminal, draw from the top
             when = datetime.now().strftime("%H:%M:%S")

@@ -4,11 +4,11 @@ A queue's arguments are fixed when it is first declared (declared otherwise, Rab
 it): producers and workers both declare theirs from here, so they never disagree.
 """
 
+import time
 from typing import Any, Literal, NamedTuple
 
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
-from pika.spec import Queue
 
 QueueType = Literal["classic", "quorum"]
 QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
@@ -71,6 +71,18 @@ def explain_clash(spec: QueueSpec, reply_text: str) -> str:
     )
 
 
+# RabbitMQ asks a quorum queue's leader this long for its figures; with no answer (its node
+# stalled, the queue without a majority) it says 0 messages and 0 consumers.
+LEADER_WAIT_SECONDS = 0.25
+
+
+class Figures(NamedTuple):
+    """A queue's ready messages and consumers; None for both when RabbitMQ could not tell."""
+
+    message_count: int | None
+    consumer_count: int | None
+
+
 class QueueCounts:
     """A queue's ready messages and consumers, exact and at once, by passive declare (which
     creates nothing), on a channel of its own: RabbitMQ closes the channel of a 404."""
@@ -79,16 +91,27 @@ class QueueCounts:
         self.connection = connection
         self.channel = connection.channel()
 
-    def of(self, name: str) -> Queue.DeclareOk | None:
-        """``message_count`` and ``consumer_count`` of ``name``; None if there is no such queue."""
+    def of(self, name: str) -> Figures | None:
+        """``message_count`` and ``consumer_count`` of ``name``; None if there is no such queue.
+        A 0 and 0 that came LEADER_WAIT_SECONDS later than a round trip (basic_qos, which no
+        queue answers) is RabbitMQ's answer when it could not ask: unknown, never 0."""
+        started = time.monotonic()
         try:
-            return self.channel.queue_declare(name, passive=True).method
+            declared = self.channel.queue_declare(name, passive=True).method
         except ChannelClosedByBroker as error:
             if error.reply_code != 404:
                 raise
             self.channel = self.connection.channel()
             return None
+        if declared.message_count or declared.consumer_count:  # most answers: at once
+            return Figures(declared.message_count, declared.consumer_count)
+        took, started = time.monotonic() - started, time.monotonic()
+        self.channel.basic_qos(prefetch_count=0)
+        if took - (time.monotonic() - started) >= LEADER_WAIT_SECONDS:
+            return Figures(None, None)
+        return Figures(0, 0)
 
     def depth(self, name: str) -> int | None:
+        """Ready messages; None if there is no such queue, or RabbitMQ could not count them."""
         counts = self.of(name)
         return None if counts is None else counts.message_count

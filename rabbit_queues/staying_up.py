@@ -136,10 +136,10 @@ class Worker:
         if self._counts is None or self._counts.connection is not self.broker.connection:
             self._counts = QueueCounts(self.broker.connection)
         for queue in [spec] if auto_ack else [spec, retry_queue(spec)]:
-            depth = self._counts.depth(queue.name)
-            if depth is None:  # deleted under us: starting again declares it again
+            counts = self._counts.of(queue.name)
+            if counts is None:  # deleted under us: starting again declares it again
                 raise Lost(f"queue {queue.name!r} was deleted")
-            if depth:
+            if counts.message_count != 0:  # (None: RabbitMQ could not count it now)
                 return False
         return True
 

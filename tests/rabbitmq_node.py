@@ -213,9 +213,9 @@ class LocalNode:
         self._process.wait(timeout=30)
         self._process = None
 
-    def _kill_everything(self) -> None:
-        """SIGKILL every process of this node. The wrapper's `su` starts the Erlang VM in a
-        session of its own, so killing the wrapper's group is not enough: find them by the
+    def _signal_everything(self, signum: int) -> None:
+        """Send ``signum`` to every process of this node. The wrapper's `su` starts the Erlang
+        VM in a session of its own, so the wrapper's group is not enough: find them by the
         RABBITMQ_NODENAME in their environment (epmd, shared by every node, is spared)."""
         assert self._process is not None
         marker = f"RABBITMQ_NODENAME={self.name}".encode()
@@ -229,9 +229,20 @@ class LocalNode:
                 continue
             if marker in environment and command != "epmd":
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+                    os.kill(int(proc.name), signum)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(self._process.pid, signum)
+
+    def _kill_everything(self) -> None:
+        self._signal_everything(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Stop the node's processes (SIGSTOP) without ending them, as a frozen VM or a long
+        garbage collection would: the other nodes get no answer from it."""
+        self._signal_everything(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_everything(signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the node gracefully (as `rabbitmqctl stop` does); kill what is left."""

@@ -176,3 +176,33 @@ def feed(producer: RunningScript, tasks_file: Path) -> None:
         for line in tasks:
             producer.write(line)
         producer.close_stdin()
+
+
+@pytest.mark.timeout(180)
+def test_queues_py_shows_what_a_stalled_leader_cannot_tell_as_unknown_not_zero(cluster, tmp_path):
+    """RabbitMQ asks a quorum queue's leader for its figures for 250 ms and, with no answer,
+    says 0 messages and 0 consumers: queues.py showed 'tasks 0 ? 0' while 300 tasks waited."""
+    scripts = Scripts(BrokerUnderTest(url=cluster.url, kind="local cluster"), tmp_path)
+    scripts.env["QUEUE_TYPE"] = "quorum"
+    sent = scripts.run("seq 300 | sed 's/^/add 1 /' | python task_queue/new_task.py -")
+    assert sent.returncode == 0, sent.stderr
+    leader = leader_of("tasks", cluster, ask=cluster.nodes[1])
+    other = next(node for node in cluster.nodes if node is not leader)
+    on_other = {"AMQP_URL": other.url, "MANAGEMENT_URL": other.management_url}
+
+    def queues_py() -> tuple[str, list[str]]:
+        """What queues.py printed, and its row of 'tasks' (name, ready, unacked, consumers)."""
+        shown = scripts.run("python queues.py", env=on_other)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        return shown.stdout, next(line.split() for line in lines if line.startswith("tasks "))
+
+    eventually(lambda: queues_py()[1][1] == "300", timeout=30)
+    leader.pause()
+    try:
+        printed, row = queues_py()
+        assert (row[1], row[3]) == ("?", "?"), printed
+        assert "RabbitMQ could not ask the queue's leader now" in printed
+    finally:
+        leader.resume()
+    eventually(lambda: queues_py()[1][1] == "300", timeout=60)

@@ -3,6 +3,8 @@ counts are returns, what a connection failure is told as."""
 
 import ssl
 import sys
+import time
+from types import SimpleNamespace
 
 import pika.exceptions
 import pika.frame
@@ -19,7 +21,7 @@ from rabbit_queues.connection import (
     without_headers,
 )
 from rabbit_queues.delivery import DELIVERY_LIMIT, KILLS_WORKERS, Delivery
-from rabbit_queues.queues import TASK_QUEUE
+from rabbit_queues.queues import LEADER_WAIT_SECONDS, TASK_QUEUE, Figures, QueueCounts
 
 
 def header_frame(**properties) -> bytes:
@@ -158,3 +160,38 @@ def test_a_refused_connection_says_how_to_start_the_broker_apart_from_what_happe
     assert isinstance(error, BrokerError)
     assert without_advice(error) == "cannot reach RabbitMQ at localhost:5671 (connection refused)"
     assert str(error).startswith(without_advice(error) + ": start the broker (")
+
+
+class AnsweringChannel:
+    """Answers passive declares with ``counts`` after ``declare_seconds`` (RabbitMQ's own
+    wait for a quorum queue's leader), and anything else at once."""
+
+    def __init__(self, counts: tuple[int, int], declare_seconds: float) -> None:
+        self.counts, self.declare_seconds = counts, declare_seconds
+
+    def queue_declare(self, name: str, passive: bool) -> SimpleNamespace:
+        time.sleep(self.declare_seconds)
+        ready, consumers = self.counts
+        return SimpleNamespace(
+            method=SimpleNamespace(message_count=ready, consumer_count=consumers)
+        )
+
+    def basic_qos(self, prefetch_count: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("counts", "declare_seconds", "figures"),
+    [
+        ((0, 0), 0.0, Figures(0, 0)),  # empty, answered at once
+        ((0, 0), LEADER_WAIT_SECONDS, Figures(None, None)),  # RabbitMQ could not ask
+        ((300, 0), LEADER_WAIT_SECONDS, Figures(300, 0)),  # slow, but an answer
+        ((0, 2), 0.0, Figures(0, 2)),
+    ],
+    ids=["empty", "no answer from the leader", "slow answer", "consumers"],
+)
+def test_a_late_zero_is_unknown_not_zero(counts, declare_seconds, figures):
+    channel = AnsweringChannel(counts, declare_seconds)
+    counting = QueueCounts(SimpleNamespace(channel=lambda: channel))
+    assert counting.of("tasks") == figures
+    assert counting.depth("tasks") == figures.message_count

@@ -76,8 +76,9 @@ def test_the_wrapper_is_small_and_its_lesson_shows_pikas_own_calls():
     # A ratchet: the wrapper went from 2,009 lines to under 1,300 when the Worker came to hold a
     # Broker instead of being half of one, then to 1,276; what RabbitMQ 4's limits and TLS
     # client certificates needed (headers pika cannot read, the TLS alerts, the client key's
-    # password, lines not sent) took it to 1,423 (docs/wrapper.md says what the lines are for).
-    assert sum(sizes.values()) <= 1425, sizes
+    # password, lines not sent, a quorum queue's figures its leader could not give) took it to
+    # 1,447 (docs/wrapper.md says what the lines are for).
+    assert sum(sizes.values()) <= 1450, sizes
     assert sizes["broker.py"] <= 300
     lesson = (REPO / "rabbit_queues" / "broker.py").read_text()
     for call in (

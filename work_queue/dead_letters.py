@@ -20,7 +20,7 @@ try:
         script_parser,
         shortened,
     )
-    from rabbit_queues.connection import UNREADABLE, broker_url
+    from rabbit_queues.connection import UNREADABLE, BrokerError, broker_url
     from rabbit_queues.delivery import (
         ATTEMPTS_HEADER,
         BROKER_HEADERS,
@@ -71,6 +71,11 @@ def main() -> None:
         # No more than the queue holds now: with workers running, a letter moved back may
         # fail again and come back behind the others before this loop is done.
         waiting = QueueCounts(broker.connection).of(dead_letters.name)
+        if waiting is not None and waiting.message_count is None:
+            raise BrokerError(
+                f"RabbitMQ could not count {dead_letters.name} now (its leader did not answer): "
+                "nothing was read; try again in a moment"
+            )
         count = 0
         while waiting is not None and count < waiting.message_count:
             # basic_get takes one message, if any, without subscribing. Unacknowledged, it
