@@ -2,6 +2,7 @@
 why not), every output block the README shows is what a test saw printed, every link lands, and
 the Russian pages match the English ones block for block."""
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -210,9 +211,11 @@ def test_compose_file_runs_rabbitmq_4_locally_with_healthcheck_volume_and_env_cr
     assert "RABBITMQ_DEFAULT_PASS=" in example
     # healthy once it answers and holds the lessons' policies, imported if missing
     # (docs/what-happens-when.md, "RabbitMQ's own delivery limit acts")
+    policies = json.loads((REPO / "rabbitmq-policies.json").read_text())["policies"]
+    assert all(policy["name"].startswith("lessons-") for policy in policies)
     assert service["healthcheck"]["test"] == [
         "CMD-SHELL",
-        "rabbitmqctl -q list_policies | grep -q lessons-dead-letters || "
+        f'[ "$$(rabbitmqctl -q list_policies | grep -c lessons-)" = {len(policies)} ] || '
         "rabbitmqctl -q import_definitions /etc/rabbitmq/rabbitmq-policies.json",
     ]
     assert "rabbitmq-data:/var/lib/rabbitmq" in service["volumes"]
