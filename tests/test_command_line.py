@@ -3,7 +3,11 @@
 import re
 import signal
 import socket
+import stat
+import subprocess
+from pathlib import Path
 
+import pika
 import pytest
 from conftest import Probe, eventually
 from rabbitmq_node import free_port
@@ -421,3 +425,30 @@ def test_a_refused_connection_says_how_to_start_rabbitmq_as_it_is_installed(
         (tmp_path / program).chmod(0o755)
 
     assert how_to_start_rabbitmq(path=str(tmp_path)) == advice
+
+
+def test_a_password_belongs_in_amqp_url_not_on_the_command_line(scripts, broker):
+    """What docs/command-line.md says: `--url` is in the process list for every user of the
+    machine (`ps -ww -o args`); AMQP_URL is in the environment, which only the process's user and
+    root may read."""
+    password = pika.URLParameters(broker.url).credentials.password
+    from_env = scripts.start_worker("python work_queue/worker.py")
+    given = scripts.start_worker(f"python work_queue/worker.py --url {broker.url}")
+    try:
+        for worker, in_ps in ((from_env, False), (given, True)):
+            proc = Path(f"/proc/{worker.process.pid}")
+            listed = subprocess.run(
+                ["ps", "-ww", "-o", "args=", "-p", str(worker.process.pid)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert (f":{password}@" in listed) is in_ps, listed
+            assert stat.S_IMODE((proc / "environ").stat().st_mode) == 0o400
+    finally:
+        for worker in (from_env, given):
+            worker.signal(signal.SIGTERM)
+            assert worker.wait() == 0, worker.output
+    docs = (REPO / "docs" / "command-line.md").read_text()
+    assert "is in the process list (`ps -ww -o args`)" in docs
+    assert "Put a URL\n  with a password" in docs
