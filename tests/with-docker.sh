@@ -57,7 +57,10 @@ if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev
 fi
 
 [ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ] || "$HERE/with-rabbitmq4.sh" true
-IMAGE=${RABBITMQ_TEST_IMAGE:-rabbit-queues/rabbitmq:$(chroot "$ROOT" dpkg-query -W -f '${Version}' rabbitmq-server)}
+VERSION=$(chroot "$ROOT" dpkg-query -W -f '${Version}' rabbitmq-server)
+# A Docker tag holds letters, digits, '_', '.' and '-': Debian's '+' (4.0.5-6+deb13u2) and any
+# other character become '_', or docker refuses the name (invalid reference format).
+IMAGE=${RABBITMQ_TEST_IMAGE:-rabbit-queues/rabbitmq:${VERSION//[^A-Za-z0-9_.-]/_}}
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "building $IMAGE from $ROOT"
     # Not what with-rabbitmq4.sh may have mounted in it: /proc, /sys, the host's /tmp.
