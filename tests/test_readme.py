@@ -39,7 +39,7 @@ NOT_RUN_BY_TESTS = {
     "docker compose --profile demo run --rm demo": (
         "needs a Docker engine; test_demo.py runs the same `python demo.py <lesson>`"
     ),
-    "DEMO_LESSON=task_queue docker compose --profile demo up": (
+    "DEMO_LESSON=task_queue docker compose --profile demo run --rm demo": (
         "needs a Docker engine; test_demo.py runs the same `python demo.py task_queue`"
     ),
     "docker compose --profile cluster up -d": (
@@ -138,6 +138,26 @@ def test_every_readme_command_appears_verbatim_in_a_test():
         and not any(f"{quote}{command}{quote}" in sources for quote in ('"', "'", '"""'))
     ]
     assert not_run == []
+
+
+def test_no_documented_compose_command_stays_attached():
+    """`docker compose ... up` in the foreground runs until Ctrl+C, which stops the broker too
+    (the demo profile's did, after the demo): every command a page shows ends by itself."""
+    commands = [
+        line
+        for page in ALL_PAGES
+        for block in command_blocks(page.read_text())
+        for line in block.splitlines()
+        if "docker compose" in line
+    ]
+    assert len(commands) >= 10
+    attached = [
+        command
+        for command in commands
+        if re.search(r"\bup\b", command)
+        and not re.search(r"\s(-d|--detach|--wait|--exit-code-from)\b", command)
+    ]
+    assert attached == []
 
 
 def test_every_command_not_run_by_a_test_is_still_in_the_readme():
