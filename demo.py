@@ -27,19 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from rabbit_queues.cli import counted, run_script, script_parser
-    from rabbit_queues.connection import BrokerError, broker_url, connect, redact_url
-    from rabbit_queues.queues import HELLO, RESULTS, TASK_QUEUE, TASKS, QueueCounts, QueueSpec
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.cli import counted, run_script, script_parser
+from rabbit_queues.connection import BrokerError, connect, redact_url
+from rabbit_queues.queues import HELLO, RESULTS, TASK_QUEUE, TASKS, QueueCounts, QueueSpec
 
 REPO = Path(__file__).resolve().parent
 WORKERS = 3
@@ -361,14 +351,16 @@ def counts_of(url: str) -> Iterator[QueueCounts]:
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
+    parser = script_parser(__doc__, queue_type=False)
     parser.add_argument("lesson", choices=LESSONS, help="which lesson to run")
     args = parser.parse_args()
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    demo = Demo(LESSONS[args.lesson], broker_url(args.url), colour)
+    demo = Demo(LESSONS[args.lesson], args.url, colour)
     try:
         code = demo.run()
     except KeyboardInterrupt:
+        if not demo.processes:  # before any started: nothing to stop or count
+            raise
         demo.say("Ctrl+C: stopping the workers (each finishes its task; Ctrl+C again to kill)")
         demo.stop_all()
         code = demo.report(interrupted=True)

@@ -15,7 +15,6 @@ python queues.py --watch    every second, until Ctrl+C
 import base64
 import json
 import os
-import signal
 import sys
 import time
 import urllib.error
@@ -25,26 +24,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from rabbit_queues.cli import run_script, script_parser
-    from rabbit_queues.connection import (
-        BrokerError,
-        broker_url,
-        connect,
-        node_urls,
-        redact_url,
-        url_parameters,
-    )
-    from rabbit_queues.queues import ALL_QUEUES, QueueCounts
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.cli import run_script, script_parser
+from rabbit_queues.connection import (
+    BrokerError,
+    connect,
+    node_urls,
+    redact_url,
+    url_parameters,
+)
+from rabbit_queues.queues import ALL_QUEUES, QueueCounts
 
 HTTP_TIMEOUT_SECONDS = 3
 UNACKED = "messages_unacknowledged"
@@ -181,7 +169,7 @@ def table(figures: list[QueueFigures]) -> str:
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
+    parser = script_parser(__doc__, queue_type=False)
     parser.add_argument(
         "--management-url",
         help="the management API, http:// or https:// without a user (it is asked with the "
@@ -190,7 +178,7 @@ def main() -> None:
     )
     parser.add_argument("--watch", action="store_true", help="refresh every second")
     args = parser.parse_args()
-    url = broker_url(args.url)
+    url = args.url
     api_url = management_url(url, args.management_url)
 
     amqp = PassiveDeclares(url)

@@ -29,6 +29,16 @@ from rabbit_queues.queues import QueueSpec, explain_clash
 Handler = Callable[[Delivery], None]
 
 
+def not_routed(spec: QueueSpec) -> Lost:
+    """RabbitMQ returned a message: there is no queue ``spec`` (mandatory=True)."""
+    return Lost(f"queue {spec.name!r} does not exist", "; nothing was sent")
+
+
+def refused(spec: QueueSpec) -> Refused:
+    """RabbitMQ nacked a message for ``spec``."""
+    return Refused(f"RabbitMQ refused a message for {spec.name!r}")
+
+
 class Broker:
     """One connection to RabbitMQ, with one channel: ``with Broker(url) as broker:``."""
 
@@ -78,9 +88,9 @@ class Broker:
                     mandatory=True,  # no such queue: the broker returns it, not drops it
                 )
         except pika.exceptions.UnroutableError:
-            raise Lost(f"queue {spec.name!r} does not exist; nothing was sent") from None
+            raise not_routed(spec) from None
         except pika.exceptions.NackError:
-            raise Refused(f"RabbitMQ refused a message for {spec.name!r}") from None
+            raise refused(spec) from None
 
     def consume(
         self, spec: QueueSpec, handler: Handler, *, prefetch_count: int = 0, auto_ack: bool = False

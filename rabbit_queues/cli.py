@@ -1,5 +1,5 @@
 """What the scripts share on the command line: the options, one-line errors, and stopping on
-Ctrl+C or SIGTERM (which every script makes a Ctrl+C before its imports)."""
+Ctrl+C or SIGTERM (which run_script makes a Ctrl+C)."""
 
 import argparse
 import os
@@ -12,18 +12,35 @@ from typing import Any, NoReturn
 
 import pika.exceptions
 
-from rabbit_queues.connection import BLOCKED_TOO_LONG, DEFAULT_URL, BrokerError, redact_url
+from rabbit_queues.connection import (
+    BLOCKED_TOO_LONG,
+    DEFAULT_URL,
+    BrokerError,
+    broker_url,
+    grant_command,
+    redact_url,
+    what_was_lost,
+)
 from rabbit_queues.queues import QUEUE_TYPES
 
 
-class _OneLineErrors(argparse.ArgumentParser):
+class _ScriptParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # not the whole usage, as argparse would
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(*args, **kwargs)
+        parsed.url = broker_url(parsed.url)  # the broker's URL, wherever it was given
+        return parsed, rest
 
-def script_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the ``--url`` option every script takes."""
-    parser = _OneLineErrors(
+
+def script_parser(
+    description: str, *, queue_type: bool = True, worker: bool = False
+) -> argparse.ArgumentParser:
+    """An argument parser with the ``--url`` option every script takes (``args.url``: from
+    ``--url``, else ``AMQP_URL``, else the default), ``--queue-type`` (``queue_type``), and
+    ``--burst`` and ``--verbose`` (a ``worker``)."""
+    parser = _ScriptParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     default = redact_url(DEFAULT_URL).replace("%", "%%")  # argparse formats help with %
@@ -34,20 +51,29 @@ def script_parser(description: str) -> argparse.ArgumentParser:
         "repeat it for the nodes of a cluster (default: the AMQP_URL environment variable, "
         f"comma-separated for a cluster, else {default})",
     )
+    if worker:
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="process the messages waiting in the queue, then exit 0 (for scripts and tests)",
+        )
+        parser.add_argument(
+            "--verbose",
+            action=_SayProcessId,
+            nargs=0,
+            help="say first the process id (to kill -9 this worker)",
+        )
+    if queue_type:  # producers and workers of a queue must agree: it is declared once, one way
+        parser.add_argument(
+            "--queue-type",
+            type=_queue_type,
+            default=os.environ.get("QUEUE_TYPE") or "quorum",
+            metavar="{quorum,classic}",
+            help="quorum: replicated over a cluster's nodes, declared as RabbitMQ's own "
+            "tutorials declare it; classic: one node holds it (default: the QUEUE_TYPE "
+            "environment variable, else quorum)",
+        )
     return parser
-
-
-def add_queue_type_option(parser: argparse.ArgumentParser) -> None:
-    """Producers and workers of a queue must agree: it is declared once, one way."""
-    parser.add_argument(
-        "--queue-type",
-        type=_queue_type,
-        default=os.environ.get("QUEUE_TYPE") or "quorum",
-        metavar="{quorum,classic}",
-        help="quorum: replicated over a cluster's nodes, declared as RabbitMQ's own tutorials "
-        "declare it; classic: one node holds it (default: the QUEUE_TYPE environment "
-        "variable, else quorum)",
-    )
 
 
 def _queue_type(value: str) -> str:
@@ -56,20 +82,6 @@ def _queue_type(value: str) -> str:
             f"{value!r} is not a queue type: quorum or classic (from --queue-type or QUEUE_TYPE)"
         )
     return value
-
-
-def add_worker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--burst",
-        action="store_true",
-        help="process the messages waiting in the queue, then exit 0 (for scripts and tests)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action=_SayProcessId,
-        nargs=0,
-        help="say first the process id (to kill -9 this worker)",
-    )
 
 
 class _SayProcessId(argparse.Action):
@@ -93,14 +105,23 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun.removesuffix('s') if count == 1 else noun}"
 
 
-PERMISSIONS = (
-    "; the user needs configure, write and read permissions on the vhost: rabbitmqctl "
-    "set_permissions -p VHOST USER '.*' '.*' '.*'"
+def send_standard_input(broker: Any, queue: Any, **options: Any) -> None:
+    """`new_task.py -`: a message per line of standard input, many in flight at once, each
+    confirmed, by pipelined.py, imported only by a run that reads standard input."""
+    from rabbit_queues.pipelined import send_lines
+
+    send_lines(broker, queue, sys.stdin, **options)
+
+
+PERMISSIONS = "; the user needs configure, write and read permissions on the vhost: " + (
+    grant_command("VHOST", "USER")
 )
 
 
 def run_script(main: Callable[[], None]) -> None:
-    """Run a script: broker problems in one line on stderr, and a non-zero exit."""
+    """Run a script: broker problems in one line on stderr, and a non-zero exit. From here on,
+    kill (SIGTERM) stops it as Ctrl+C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Line-buffered even into a pipe (`worker.py | tee log` shows each line as it happens),
     # one write per line: a line of one stream never lands inside the other's.
     for stream in (sys.stdout, sys.stderr):
@@ -116,7 +137,7 @@ def run_script(main: Callable[[], None]) -> None:
         hint = PERMISSIONS if error.reply_code == 403 else ""
         sys.exit(f"error: RabbitMQ refused: {error.reply_text}{hint}")
     except pika.exceptions.AMQPError as error:
-        sys.exit(f"error: lost the connection to RabbitMQ ({type(error).__name__}: {error})")
+        sys.exit(f"error: {what_was_lost(error)}")
     except KeyboardInterrupt:
         sys.exit(" [*] Interrupted")
     finally:

@@ -238,14 +238,15 @@ def report_blocking(connection: Any) -> threading.Event:
 
 
 def what_was_lost(error: BaseException | None) -> str:
-    """'RabbitMQ closed the channel (its reason)', 'Lost the connection to RabbitMQ (...)'..."""
+    """'RabbitMQ closed the channel (its reason)', 'lost the connection to RabbitMQ (...)'...:
+    the one place that says what went, for a worker's line and a script's last."""
     if isinstance(error, Lost):
         return str(error)
     if isinstance(error, errors.ChannelClosedByBroker):
         return f"RabbitMQ closed the channel ({error.reply_text})"
     if isinstance(error, errors.ConnectionClosedByBroker):
         return f"RabbitMQ closed the connection ({error.reply_code} {error.reply_text})"
-    return "Lost the connection to RabbitMQ" + (f" ({type(error).__name__})" if error else "")
+    return "lost the connection to RabbitMQ" + (f" ({type(error).__name__})" if error else "")
 
 
 def without_advice(error: BaseException) -> str:
@@ -326,12 +327,17 @@ def how_to_start_rabbitmq(path: str | None = None) -> str:
     return "systemctl start rabbitmq-server, as root"
 
 
+def grant_command(vhost: str, user: str) -> str:
+    """What gives ``user`` every permission on ``vhost``."""
+    return f"rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"
+
+
 def _access_denied(where: str, vhost: str, user: str, error: str) -> str:
     """RabbitMQ's reason (pika keeps it inside its message: "(530) 'NOT_ALLOWED - vhost x not
     found'"), and what to do when a learner can: create the vhost, or grant permissions."""
     said = re.search(r"\(\d+\) (['\"])(.+)\1$", error)
     reason = said[2] if said else "NOT_ALLOWED"
-    grant = f"rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'"
+    grant = grant_command(vhost, user)
     advice = ""
     if "not found" in reason:
         advice = f": create it (rabbitmqctl add_vhost {vhost}; {grant}) or {URL_HINT}"

@@ -23,9 +23,9 @@ import pika
 import pika.exceptions
 from pika.spec import Basic, BasicProperties
 
-from rabbit_queues.broker import Broker
+from rabbit_queues.broker import Broker, not_routed, refused
 from rabbit_queues.cli import NotSent, counted, shortened, stop_requests
-from rabbit_queues.connection import BLOCKED_TOO_LONG, BrokerError
+from rabbit_queues.connection import BLOCKED_TOO_LONG, BrokerError, what_was_lost
 from rabbit_queues.queues import QueueSpec
 
 WINDOW = 5000  # unconfirmed messages in flight at most
@@ -110,7 +110,7 @@ class _Pipeline:
         except pika.exceptions.ConnectionBlockedTimeout:
             self._fail(BLOCKED_TOO_LONG)
         except pika.exceptions.AMQPConnectionError as error:
-            self._fail(f"lost the connection to RabbitMQ ({type(error).__name__})")
+            self._fail(what_was_lost(error))
 
     # -- in process_data_events, on the main thread -------------------------------------
 
@@ -143,7 +143,7 @@ class _Pipeline:
             del self.unconfirmed[tag]
         self._room.release(len(tags))
         if isinstance(method, Basic.Nack):
-            self._fail(f"RabbitMQ refused a message for {self.queue.name!r}")
+            self._fail(refused(self.queue).what)
             return
         self._acked += len(tags)
         if self.on_confirmed is not None:
@@ -151,12 +151,12 @@ class _Pipeline:
 
     def _on_returned(self, *_args: object) -> None:
         self._returned += 1
-        self._fail(f"queue {self.queue.name!r} does not exist")
+        self._fail(not_routed(self.queue).what)
 
     def _on_channel_closed(self, _channel: object, reason: BaseException) -> None:
         self._channel_closed = True
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
-            self._fail(f"RabbitMQ closed the channel ({reason.reply_text})")
+            self._fail(what_was_lost(reason))
 
     def _on_read_everything(self, failure: str | None) -> None:
         self._all_read = True
@@ -196,13 +196,14 @@ def send_lines(
     broker: Broker,
     queue: QueueSpec,
     lines: Iterable[str],
-    to_message: Callable[[str], Message],
     *,
     persistent: bool,
     noun: str,
+    to_message: Callable[[str], Message] | None = None,
 ) -> None:
-    """One message per non-blank line, pipelined, then a summary line; ``to_message`` may
-    raise ValueError for a line it cannot read."""
+    """One message per non-blank line, pipelined, then a summary line; ``to_message`` (the
+    line as it is, by default) may raise ValueError for a line it cannot read."""
+    to_message = to_message or (lambda line: (line, {}))  # by default, the line as it is
     if getattr(lines, "isatty", lambda: False)():  # someone types them: say how
         print(
             f" [*] Type one {noun.removesuffix('s')} per line; each is sent when you press "
@@ -258,8 +259,3 @@ def _text(line: str) -> str:
         raw = line.encode(errors="surrogateescape")
         raise ValueError(f"a line is not UTF-8 text: {shortened(repr(raw))}") from None
     return line
-
-
-def plain_text(line: str) -> Message:
-    """A line of standard input sent as it is."""
-    return line, {}

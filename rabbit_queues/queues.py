@@ -25,6 +25,10 @@ class QueueSpec(NamedTuple):  # (not a dataclass: one less import for every scri
     def is_quorum(self) -> bool:
         return self.arguments.get("x-queue-type") == "quorum"
 
+    @property
+    def queue_type(self) -> QueueType:
+        return "quorum" if self.is_quorum else "classic"
+
     def of_type(self, queue_type: QueueType) -> "QueueSpec":
         """This queue as a classic queue (one node holds it) or a quorum queue (replicated),
         declared with ``x-queue-type`` alone, as RabbitMQ's own tutorials declare it."""

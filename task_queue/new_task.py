@@ -7,176 +7,46 @@ python task_queue/new_task.py add 2 3 --then mul 4       a chain: mul(add(2, 3),
 python task_queue/new_task.py -                          one task per line: add 2 3
 """
 
-import argparse
-import json
-import math
-import shlex
-import signal
 import sys
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from task_messages import MAX_CHAIN_STEPS, MAX_TASK_BYTES, BadTask, Step, Task
-    from tasks import registry
+from task_command_line import (
+    JSON,
+    add_task_arguments,
+    build_task,
+    describe,
+    encoded,
+    parse_task,
+    read_line,
+)
 
-    from rabbit_queues.broker import Broker
-    from rabbit_queues.cli import (
-        NotSent,
-        add_queue_type_option,
-        run_script,
-        script_parser,
-        shortened,
-    )
-    from rabbit_queues.connection import broker_url
-    from rabbit_queues.queues import TASKS
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
-
-
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    known = ", ".join(registry.names)
-    parser.add_argument("type", help=f"task type: {known}; or - for stdin")
-    parser.add_argument("args", nargs="*", help="its arguments: numbers, or text in quotes")
-    parser.add_argument(
-        "--then",
-        nargs="+",
-        action="append",
-        default=[],
-        metavar=("TYPE", "ARG"),
-        help="then run TYPE on the result (the result comes first, then the ARGs); repeat "
-        f"it for a chain of up to {MAX_CHAIN_STEPS} steps",
-    )
-
-
-class LineParser(argparse.ArgumentParser):
-    """Reads a line of standard input as the command line is read; errors raise ValueError."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ValueError(message)
-
-
-NOT_NUMBERS = ("inf", "infinity", "nan")  # what float() reads, and JSON cannot carry: text
-
-
-def parse_argument(text: str) -> object:
-    """'2' -> 2, '2.5' -> 2.5, anything else stays text; ValueError for a number out of a
-    double's range (1e400, or a 4,000-digit integer), which no result could carry."""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    if math.isfinite(value):
-        try:
-            return int(text)
-        except ValueError:
-            return value
-    if text.strip().lstrip("+-").lower() in NOT_NUMBERS:
-        return text
-    raise ValueError(f"{shortened(text, 20)} is out of range for a number")
-
-
-def build_task(args: argparse.Namespace) -> Task:
-    """A task, or the first task of a chain; ValueError if a worker could not run it (an
-    unknown type, the wrong arguments: a typo is caught here, not in the worker's terminal)
-    or if the chain is too long."""
-    first = Step(args.type, [parse_argument(argument) for argument in args.args])
-    then = [Step(type, [parse_argument(a) for a in arguments]) for type, *arguments in args.then]
-    try:
-        registry.check(first.type, first.args)
-        for step in then:
-            registry.check(step.type, step.args, after_a_step=True)
-    except BadTask as error:
-        raise ValueError(str(error)) from None
-    return Task.new_chain(first, then) if then else Task.new(first.type, first.args)
-
-
-def describe(task: Task) -> str:
-    """'add(2, 3), task id ...' or, for a chain, 'add(2, 3) | mul(_, 4), chain id ...'."""
-    if task.chain is None:
-        return f"{task}, task id {task.id}"
-    later = [
-        f"{step.type}({', '.join(['_', *(json.dumps(arg) for arg in step.args)])})"
-        for step in task.chain.then
-    ]
-    return f"{' | '.join([str(task), *later])}, chain id {task.chain.id}"
-
-
-def properties(task: Task) -> dict[str, str]:
-    return {"message_id": task.id, "content_type": "application/json"}
-
-
-def parse_task(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
-    """``arguments`` read by ``parser``; argparse takes '-inf' or '-1e5' for an option."""
-    args, unknown = parser.parse_known_args(arguments)
-    if unknown:
-        hint = ""
-        if any(looks_like_a_number(argument) for argument in unknown):
-            hint = " (a value that starts with '-' goes after --, as in: add -- -1e5 2)"
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
-    return args
-
-
-def looks_like_a_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def encoded(task: Task) -> bytes:
-    """The task's message; NotSent if it is larger than a worker takes."""
-    body = task.encode()
-    if len(body) > MAX_TASK_BYTES:
-        raise NotSent(f"a task of {len(body):,} bytes: a worker takes at most {MAX_TASK_BYTES:,}")
-    return body
-
-
-def read_line(line: str) -> tuple[bytes, dict[str, str]]:
-    """A line of standard input, read as the command line is: the message to send. One far
-    longer than any task is refused unread (shlex takes time in the square of its length)."""
-    if len(line) > 2 * MAX_TASK_BYTES:
-        raise NotSent(f"a line of {len(line):,} characters: a task may be {MAX_TASK_BYTES:,} bytes")
-    line_parser = LineParser(prog="a line of standard input", add_help=False)
-    add_task_arguments(line_parser)
-    task = build_task(parse_task(line_parser, shlex.split(line)))
-    return encoded(task), properties(task)
+from rabbit_queues.broker import Broker
+from rabbit_queues.cli import run_script, script_parser, send_standard_input
+from rabbit_queues.queues import TASKS
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
-    add_task_arguments(parser)
-    add_queue_type_option(parser)
+    parser = script_parser(__doc__)  # --url, --queue-type
+    add_task_arguments(parser)  # the task's type, its arguments, --then (task_command_line.py)
     args = parse_task(parser, sys.argv[1:])
-    tasks = TASKS.of_type(args.queue_type)
     if args.type == "-" and (args.args or args.then):
         parser.error("- reads the tasks from standard input and takes no arguments")
-    try:
+    try:  # before connecting: a task no worker could run is refused, and nothing is sent
         task = None if args.type == "-" else build_task(args)
         body = None if task is None else encoded(task)
-    except ValueError as error:  # before connecting: nothing is sent
+    except ValueError as error:
         parser.exit(2, f"error: {error}; nothing was sent\n")
-
-    url = broker_url(args.url)
-
-    with Broker(url) as broker:
-        broker.declare(tasks)
-        if task is not None:
-            # Persistent and confirmed, as in lesson 2. The id travels in the body and as
-            # the message_id property; the worker sends the result back under that id.
-            broker.publish(tasks, body, persistent=True, **properties(task))
-            print(f" [x] Sent {describe(task)}")
+    tasks = TASKS.of_type(args.queue_type)
+    with Broker(args.url) as broker:  # pika.BlockingConnection, channel.confirm_delivery()
+        broker.declare(tasks)  # channel.queue_declare("tasks", durable=True)
+        if task is None:  # `-`: one task per line, many in flight at once, each confirmed
+            send_standard_input(broker, tasks, persistent=True, noun="tasks", to_message=read_line)
             return
-        # Imported here: a single task needs none of it.
-        from rabbit_queues.pipelined import send_lines
-
-        send_lines(broker, tasks, sys.stdin, read_line, persistent=True, noun="tasks")
+        # Persistent and confirmed, as in lesson 2. The id travels in the body and as the
+        # message_id property; the worker sends the result back under that id.
+        # channel.basic_publish(exchange="", routing_key="tasks", body=body,
+        #     properties=pika.BasicProperties(delivery_mode=2, message_id=task.id))
+        broker.publish(tasks, body, persistent=True, message_id=task.id, content_type=JSON)
+        print(f" [x] Sent {describe(task)}")
 
 
 if __name__ == "__main__":

@@ -5,51 +5,31 @@ Reading a result acknowledges it, and RabbitMQ deletes it: a queue is not a data
 result read here (or by any other reader of 'results') is gone for everyone else.
 """
 
-import signal
+from task_messages import Result
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from task_messages import Result
-
-    from rabbit_queues.cli import (
-        add_queue_type_option,
-        add_worker_options,
-        run_script,
-        script_parser,
-    )
-    from rabbit_queues.connection import broker_url
-    from rabbit_queues.delivery import Delivery
-    from rabbit_queues.queues import RESULTS
-    from rabbit_queues.staying_up import Worker
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.cli import run_script, script_parser
+from rabbit_queues.delivery import Delivery
+from rabbit_queues.queues import RESULTS
+from rabbit_queues.staying_up import Worker
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
-    add_worker_options(parser)  # --burst, --verbose
-    add_queue_type_option(parser)
+    parser = script_parser(__doc__, worker=True)  # --url, --burst, --queue-type...
     parser.add_argument("--steps", action="store_true", help="show every step of a chain")
     args = parser.parse_args()
 
-    def on_result(delivery: Delivery) -> None:
+    def callback(delivery: Delivery) -> None:  # pika calls it with each result
         result = Result.decode(delivery.body)
         if result.final or args.steps:
             print(f" [x] {result.heading}: {result.outcome}")
-        delivery.ack()
+        delivery.ack()  # channel.basic_ack: read, so RabbitMQ deletes it
 
-    with Worker(broker_url(args.url)) as worker:
-        results = RESULTS.of_type(args.queue_type)
-        worker.declare(results)
-        worker.consume(results, on_result, prefetch_count=1)
+    results = RESULTS.of_type(args.queue_type)
+    with Worker(args.url) as worker:  # pika.BlockingConnection(parameters).channel()
+        worker.declare(results)  # channel.queue_declare("results", durable=True)
+        worker.consume(results, callback, prefetch_count=1)  # basic_qos, basic_consume
         print(" [*] Waiting for results. To exit press CTRL+C")
-        worker.run(until_empty=args.burst)
+        worker.run(until_empty=args.burst)  # channel.start_consuming()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ NEAR_FRAME_MAX = {"padding": "x" * (131_072 - 100)}
 
 
 def no_reconnects(worker) -> bool:
-    return not worker.matching("reconnecting|Lost the connection|Traceback")
+    return not worker.matching("reconnecting|lost the connection|Traceback")
 
 
 def test_headers_too_large_to_copy_do_not_loop_the_worker(scripts, probe):

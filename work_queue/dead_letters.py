@@ -6,35 +6,23 @@ python work_queue/dead_letters.py --queue tasks        lists tasks.dlq (lesson 3
 python work_queue/dead_letters.py --requeue            moves them back to task_queue
 """
 
-import signal
 from typing import Any
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from rabbit_queues.broker import Broker
-    from rabbit_queues.cli import (
-        add_queue_type_option,
-        counted,
-        run_script,
-        script_parser,
-        shortened,
-    )
-    from rabbit_queues.connection import UNREADABLE, BrokerError, broker_url
-    from rabbit_queues.delivery import (
-        ATTEMPTS_HEADER,
-        BROKER_HEADERS,
-        ORIGINAL_QUEUE_HEADER,
-        REASON_HEADER,
-    )
-    from rabbit_queues.queues import RESULTS, TASK_QUEUE, TASKS, QueueCounts, dead_letter_queue
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.broker import Broker
+from rabbit_queues.cli import (
+    counted,
+    run_script,
+    script_parser,
+    shortened,
+)
+from rabbit_queues.connection import UNREADABLE, BrokerError
+from rabbit_queues.delivery import (
+    ATTEMPTS_HEADER,
+    BROKER_HEADERS,
+    ORIGINAL_QUEUE_HEADER,
+    REASON_HEADER,
+)
+from rabbit_queues.queues import RESULTS, TASK_QUEUE, TASKS, QueueCounts, dead_letter_queue
 
 QUEUES = {spec.name: spec for spec in (TASK_QUEUE, TASKS, RESULTS)}
 FAILURE_HEADERS = (REASON_HEADER, ATTEMPTS_HEADER, ORIGINAL_QUEUE_HEADER, UNREADABLE)
@@ -61,12 +49,11 @@ def main() -> None:
     parser.add_argument(
         "--requeue", action="store_true", help="move every dead letter back to its queue"
     )
-    add_queue_type_option(parser)
     args = parser.parse_args()
     queue = QUEUES[args.queue].of_type(args.queue_type)
     dead_letters = dead_letter_queue(queue)
 
-    with Broker(broker_url(args.url)) as broker:
+    with Broker(args.url) as broker:
         broker.declare(queue, dead_letters)
         # No more than the queue holds now: with workers running, a letter moved back may
         # fail again and come back behind the others before this loop is done.

@@ -6,49 +6,30 @@ python work_queue/new_task.py                  sends 'Hello World!'
 python work_queue/new_task.py -                sends one task per line of standard input
 """
 
-import signal
-import sys
-
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    from rabbit_queues.broker import Broker
-    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser
-    from rabbit_queues.connection import broker_url
-    from rabbit_queues.queues import TASK_QUEUE
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.broker import Broker
+from rabbit_queues.cli import run_script, script_parser, send_standard_input
+from rabbit_queues.queues import TASK_QUEUE
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
+    parser = script_parser(__doc__)  # --url, --queue-type
     parser.add_argument("words", nargs="*", help="the task (default: Hello World!), or -")
-    add_queue_type_option(parser)
     args = parser.parse_args()
     task_queue = TASK_QUEUE.of_type(args.queue_type)
-
-    url = broker_url(args.url)
-
-    with Broker(url) as broker:
-        broker.declare(task_queue)  # durable: the queue survives a broker restart
+    # Publisher confirms: each publish returns only once RabbitMQ has taken the task.
+    with Broker(args.url) as broker:  # pika.BlockingConnection, channel.confirm_delivery()
+        # durable=True: the queue survives a broker restart.
+        broker.declare(task_queue)  # channel.queue_declare("task_queue", durable=True)
         if args.words != ["-"]:
             task = " ".join(args.words) or "Hello World!"
-            # Persistent: written to disk, so the task survives a broker restart too.
-            # publish() returns once the broker has confirmed it (publisher confirms):
-            # after " [x] Sent", the task is RabbitMQ's responsibility.
+            # Persistent: written to disk, so the task survives a broker restart too. After
+            # " [x] Sent" (the broker confirmed it), the task is RabbitMQ's responsibility.
+            #   channel.basic_publish(exchange="", routing_key="task_queue", body=task,
+            #       properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent))
             broker.publish(task_queue, task, persistent=True)
             print(f" [x] Sent '{task}'")
-            return
-        # `-`: many tasks in flight at once, each still confirmed: see rabbit_queues/pipelined.py.
-        # Imported here: a single task needs none of it.
-        from rabbit_queues.pipelined import plain_text, send_lines
-
-        send_lines(broker, task_queue, sys.stdin, plain_text, persistent=True, noun="tasks")
+        else:  # `-`: one task per line, many in flight at once, each still confirmed
+            send_standard_input(broker, task_queue, persistent=True, noun="tasks")
 
 
 if __name__ == "__main__":

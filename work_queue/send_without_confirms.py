@@ -7,35 +7,23 @@ kept. `new_task.py -` sends the same tasks with confirms. Not for real work.
 seq 1000000 | python work_queue/send_without_confirms.py
 """
 
-import signal
 import sys
 
-# kill (SIGTERM) stops it as Ctrl+C does, already while it starts: never without a word
-signal.signal(signal.SIGTERM, signal.default_int_handler)
-try:
-    import pika
-    import pika.exceptions
+import pika
+import pika.exceptions
 
-    from rabbit_queues.broker import Broker
-    from rabbit_queues.cli import add_queue_type_option, run_script, script_parser
-    from rabbit_queues.connection import BrokerError, broker_url
-    from rabbit_queues.queues import TASK_QUEUE
-except ModuleNotFoundError as missing:  # not run in the virtual environment: one line
-    raise SystemExit(
-        f"error: {missing}; activate the virtual environment (. .venv/bin/activate)"
-        " or run pip install -r requirements.txt"
-    ) from None
-except KeyboardInterrupt:  # Ctrl+C or kill while it starts
-    raise SystemExit(" [*] Interrupted") from None
+from rabbit_queues.broker import Broker
+from rabbit_queues.cli import run_script, script_parser
+from rabbit_queues.connection import BrokerError, what_was_lost
+from rabbit_queues.queues import TASK_QUEUE
 
 
 def main() -> None:
     parser = script_parser(__doc__)
-    add_queue_type_option(parser)
     args = parser.parse_args()
     task_queue = TASK_QUEUE.of_type(args.queue_type)
 
-    with Broker(broker_url(args.url)) as broker:
+    with Broker(args.url) as broker:
         broker.declare(task_queue)
         channel = broker.connection.channel()  # a second channel: no confirm_delivery() on it
         persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
@@ -49,7 +37,7 @@ def main() -> None:
                     sent += 1
         except pika.exceptions.AMQPConnectionError as error:
             raise BrokerError(
-                f"lost the connection to RabbitMQ ({type(error).__name__}) after sending {sent} "
+                f"{what_was_lost(error)} after sending {sent} "
                 "tasks without confirms: how many of them RabbitMQ kept, only the queue can tell"
             ) from None
         except KeyboardInterrupt:
