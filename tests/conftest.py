@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 import docker.errors
@@ -28,7 +30,7 @@ import pika.exceptions
 import pika.spec
 import pytest
 from rabbitmq_node import DENY_DEPRECATED, START_TIMEOUT, LocalNode, free_port
-from script_runner import REPO, RunningScript, python_on_path
+from script_runner import REPO, RunningScript, python_on_path, succeeded
 
 try:
     from testcontainers.community.rabbitmq import RabbitMqContainer
@@ -176,6 +178,14 @@ def _from_local_node() -> Iterator[BrokerUnderTest] | None:
     return run()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the broker fixture needs a broker: ``-m "not broker"`` runs the rest,
+    on a machine with no RabbitMQ, no Docker and no network."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """How many test processes ``-n auto`` (pyproject.toml) starts: two, each with a broker
     of its own, as most tests wait on processes and brokers; one (0: no worker processes)
@@ -247,13 +257,43 @@ def table_rows(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("| ")]
 
 
-def send_work_queue_task(scripts: Scripts, command: str) -> None:
-    """Run a work_queue/new_task.py command line; check it reports the task as sent."""
-    sent = scripts.run(command)
-    assert sent.returncode == 0, sent.stderr
-    match = re.search(r'"(.*)"', command)
-    assert match is not None, command
-    assert sent.stdout == f" [x] Sent '{match.group(1)}'\n"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+class Sent(NamedTuple):
+    """What a producer's ` [x] Sent ...` line said: the message (lesson 1 and 2: in quotes),
+    and in lesson 3 the id of the task or chain it sent."""
+
+    what: str
+    id: str | None
+
+
+def send(scripts: Scripts, command: str, env: dict[str, str] | None = None) -> Sent:
+    """Run a producer's command line as the README does; check that it succeeded and said
+    that it sent one message (or one task, or one chain), and nothing else."""
+    sent = succeeded(scripts.run(command, env=env))
+    said = re.fullmatch(rf" \[x\] Sent (.+?)(?:, (?:task|chain) id ({UUID}))?\n", sent.stdout)
+    assert said is not None, sent.stdout
+    asked = re.search(r'"(.*)"', command)  # lessons 1 and 2: what was asked for, in quotes
+    if said[2] is None and asked is not None:
+        assert said[1] == f"'{asked[1]}'", sent.stdout
+    return Sent(said[1], said[2])
+
+
+@contextmanager
+def queue_policy(scripts: Scripts, name: str, pattern: str, definition: str) -> Iterator[None]:
+    """A policy (rabbitmqctl set_policy, as the docs show it) on the queues ``pattern``
+    matches, in force while inside (RabbitMQ applies one some time after it says OK), cleared
+    after."""
+    apply = f"rabbitmqctl set_policy {name} '{pattern}' '{definition}' --apply-to queues"
+    succeeded(scripts.rabbitmqctl(apply))
+    try:
+        in_force = re.compile(rf"\s{re.escape(name)}$", re.MULTILINE)
+        listed = "rabbitmqctl list_queues name policy"
+        eventually(lambda: in_force.search(scripts.rabbitmqctl(listed).stdout) is not None, 30)
+        yield
+    finally:
+        succeeded(scripts.rabbitmqctl(f"rabbitmqctl clear_policy {name}"))
 
 
 def received(worker: RunningScript) -> list[str]:

@@ -16,6 +16,12 @@ REPO = Path(__file__).resolve().parent.parent
 WAITING = " [*] Waiting for"  # what every consumer prints once it is subscribed
 
 
+def succeeded(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """``done``, once it is known to have exited 0; else the test fails with what it said."""
+    assert done.returncode == 0, f"{done.args} exited {done.returncode}: {done.stderr}"
+    return done
+
+
 def with_ctrl_c() -> None:
     """In a child, before exec: Ctrl+C (SIGINT) as in a terminal. A command started in the
     background by a shell without job control (`pytest &`, some CI runners) inherits SIGINT

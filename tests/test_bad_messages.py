@@ -9,8 +9,8 @@ import sys
 
 import pika.data
 import pytest
-from conftest import eventually, received
-from conftest import send_work_queue_task as send
+from conftest import eventually, queue_policy, received, send
+from script_runner import succeeded
 
 # Headers this large fit in the one frame that carries a message's properties (131,072 bytes),
 # but a copy with a few more headers (the reason, the attempt) does not: RabbitMQ would close
@@ -87,27 +87,12 @@ def test_a_deleted_retry_queue_is_declared_again_by_starting_over(scripts, probe
 def refusing_dead_letter_queue(scripts, probe):
     """A policy that makes RabbitMQ refuse every message for task_queue.dlq."""
     probe.declare("task_queue.dlq")
-    policy = '{"max-length": 0, "overflow": "reject-publish"}'
-    set_policy = f"rabbitmqctl set_policy full '^task_queue\\.dlq$' '{policy}' --apply-to queues"
-    assert scripts.rabbitmqctl(set_policy).returncode == 0
-    try:
-        eventually(
-            lambda: (
-                re.search(
-                    r"^task_queue\.dlq\s+full$",
-                    scripts.rabbitmqctl("rabbitmqctl list_queues name policy").stdout,
-                    re.MULTILINE,
-                )
-                is not None
-            ),
-            timeout=30,
-        )
+    refuse = '{"max-length": 0, "overflow": "reject-publish"}'
+    with queue_policy(scripts, "full", "^task_queue\\.dlq$", refuse):
         # A quorum queue refuses a message only once it is over its limit: fill it first.
         probe.publish("task_queue.dlq", b"filler")
         eventually(lambda: probe.depth("task_queue.dlq") == 1)
         yield
-    finally:
-        assert scripts.rabbitmqctl("rabbitmqctl clear_policy full").returncode == 0
 
 
 def test_a_message_not_even_the_dead_letter_queue_takes_is_dropped_loudly(
@@ -211,11 +196,9 @@ def test_dead_letters_of_the_results_queue_are_listed_and_moved_back(scripts, pr
         headers={"x-dead-letter-reason": "KeyError: 'type'", "x-original-queue": "results"},
     )
 
-    listed = scripts.run("python work_queue/dead_letters.py --queue results")
-    assert listed.returncode == 0, listed.stderr
+    listed = succeeded(scripts.run("python work_queue/dead_letters.py --queue results"))
     assert listed.stdout.endswith(" [*] 1 dead letter in results.dlq\n")
-    moved = scripts.run("python work_queue/dead_letters.py --queue results --requeue")
-    assert moved.returncode == 0, moved.stderr
+    moved = succeeded(scripts.run("python work_queue/dead_letters.py --queue results --requeue"))
     assert moved.stdout.endswith(" [*] 1 dead letter moved back to results\n")
     assert probe.depth("results") == 1
 
@@ -261,5 +244,4 @@ def test_a_task_whose_headers_pika_cannot_read_is_dead_lettered_on_its_first_del
     assert (body, properties.message_id) == (b"Deep task.", "deep-1")
     assert properties.headers["x-dead-letter-reason"].startswith("its headers could not be read")
 
-    listed = scripts.run("python work_queue/dead_letters.py --queue-type " + queue_type)
-    assert listed.returncode == 0, listed.stderr
+    succeeded(scripts.run("python work_queue/dead_letters.py --queue-type " + queue_type))

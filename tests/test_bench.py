@@ -10,9 +10,12 @@ import sys
 import pytest
 from conftest import table_rows
 from rabbitmq_node import free_port
-from script_runner import REPO
+from script_runner import REPO, succeeded
 
 from rabbit_queues.connection import how_to_start_rabbitmq
+
+# Long (the benchmarks, against Celery and Dramatiq too): python -m pytest -m long (docs/tests.md).
+pytestmark = [pytest.mark.long]
 
 # Lesson 2's queues: the benchmarks run its worker on them, declared classic, and delete them.
 LESSON_2_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dlq")
@@ -209,7 +212,7 @@ def test_a_benchmark_refuses_a_count_it_cannot_run_in_one_line(module, option, v
 def run_bench(module: str, *args: str, timeout: float, env: dict[str, str] | None = None) -> str:
     """What ``python -m bench.<module> <args>`` printed, once it has succeeded."""
     ran = bench_process(module, *args, timeout=timeout, env=env)
-    assert ran.returncode == 0, ran.stderr
+    succeeded(ran)
     return ran.stdout
 
 

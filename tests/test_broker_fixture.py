@@ -10,6 +10,9 @@ import pytest
 from conftest import CONTAINER_NAME, DOCKER_IMAGE
 from script_runner import REPO
 
+# Long (the harness itself, with brokers of its own): python -m pytest -m long (docs/tests.md).
+pytestmark = [pytest.mark.long]
+
 
 def test_the_broker_is_the_one_asked_for(broker, probe):
     if os.environ.get("RABBITMQ_URL"):
@@ -49,6 +52,8 @@ def test_a_broker_of_your_own_is_used_by_one_test_process(broker):
             "pytest",
             "-p",
             "no:cacheprovider",
+            "-m",
+            "long",  # as this file's tests are
             "tests/test_broker_fixture.py::test_the_broker_is_the_one_asked_for",
         ],
         cwd=REPO,

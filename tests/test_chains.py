@@ -3,23 +3,13 @@
 import re
 import signal
 
+from conftest import UUID, send
 from readme_output import assert_prints
-
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def send_chain(scripts, command):
-    """Run a new_task.py chain command line; return the chain id it printed."""
-    sent = scripts.run(command)
-    assert sent.returncode == 0, sent.stderr
-    match = re.fullmatch(rf" \[x\] Sent (.+), chain id ({UUID})\n", sent.stdout)
-    assert match, sent.stdout
-    return match.group(1), match.group(2)
+from script_runner import succeeded
 
 
 def test_a_three_step_chain_gives_the_final_result(scripts, probe):
-    sent = scripts.run("python task_queue/new_task.py add 2 3 --then mul 4 --then add 1")
-    assert sent.returncode == 0, sent.stderr
+    sent = succeeded(scripts.run("python task_queue/new_task.py add 2 3 --then mul 4 --then add 1"))
     assert_prints("chain-sent", sent.stdout)
     chain_id = re.search(rf"chain id ({UUID})", sent.stdout)[1]
 
@@ -37,7 +27,7 @@ def test_a_three_step_chain_gives_the_final_result(scripts, probe):
 
 
 def test_results_can_show_every_step(scripts, probe):
-    _, chain_id = send_chain(scripts, "python task_queue/new_task.py add 2 3 --then mul 4")
+    _, chain_id = send(scripts, "python task_queue/new_task.py add 2 3 --then mul 4")
     assert scripts.start("python task_queue/worker.py --burst").wait() == 0
 
     results = scripts.start_worker("python task_queue/results.py --steps")
@@ -52,9 +42,7 @@ def test_results_can_show_every_step(scripts, probe):
 
 
 def test_a_chain_survives_its_worker_being_killed_mid_step(scripts, probe):
-    _, chain_id = send_chain(
-        scripts, "python task_queue/new_task.py add 1 2 --then sleep --then add 1"
-    )
+    _, chain_id = send(scripts, "python task_queue/new_task.py add 1 2 --then sleep --then add 1")
     first = scripts.start_worker("python task_queue/worker.py")
     first.wait_for(r"Received sleep\(3\)")  # step 2 takes three seconds
     second = scripts.start_worker("python task_queue/worker.py")
@@ -70,7 +58,7 @@ def test_a_chain_survives_its_worker_being_killed_mid_step(scripts, probe):
 
 
 def test_a_failing_step_ends_the_chain_with_an_error_result(scripts, probe):
-    _, chain_id = send_chain(
+    _, chain_id = send(
         scripts, "python task_queue/new_task.py add 2 3 --then wordcount --then add 1"
     )
 
@@ -115,7 +103,7 @@ def test_chains_from_standard_input(scripts, probe):
     sent = scripts.run(
         r"printf 'add 1 2 --then mul 10\nadd 5 5\n' | python task_queue/new_task.py -"
     )
-    assert sent.returncode == 0, sent.stderr
+    succeeded(sent)
 
     assert scripts.start("python task_queue/worker.py --burst").wait() == 0
     results = scripts.start("python task_queue/results.py --burst")

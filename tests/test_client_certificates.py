@@ -14,6 +14,9 @@ from script_runner import REPO
 
 from rabbit_queues.connection import SBIN, TLS_ALERTS
 
+# Long (a node of its own that checks client certificates): python -m pytest -m long.
+pytestmark = [pytest.mark.long, pytest.mark.broker]
+
 CHECKS_CLIENTS = "ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n"
 OPENSSL_CA = """[ca]
 default_ca = test

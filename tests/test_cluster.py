@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import BrokerUnderTest, Probe, Scripts, eventually
 from rabbitmq_node import LocalCluster, LocalNode
-from script_runner import RunningScript
+from script_runner import RunningScript, succeeded
 
-# One process runs this file's tests, so that its three-node cluster is started once.
-pytestmark = pytest.mark.xdist_group("cluster")
+# Long (a three-node cluster of its own): python -m pytest -m long (docs/tests.md). One
+# process runs this file's tests, so that its cluster is started once.
+pytestmark = [pytest.mark.long, pytest.mark.broker, pytest.mark.xdist_group("cluster")]
 
 TASKS = 1000
 RESULT = re.compile(r"^ \[x\] Task (\S+): sleep\(0.01\) = 0.01$")
@@ -72,7 +73,7 @@ def test_a_quorum_queue_loses_no_task_when_its_leader_node_dies(cluster, tmp_pat
         sent = scripts.run(
             'for i in $(seq 1000); do echo "sleep 0.01"; done | python task_queue/new_task.py -'
         )
-        assert sent.returncode == 0, sent.stderr
+        succeeded(sent)
         assert sent.stdout.startswith(f" [x] Sent {TASKS} tasks in ")
 
         leader = leader_of("tasks", cluster, ask=cluster.nodes[1])
@@ -161,7 +162,7 @@ def test_a_producer_whose_node_dies_says_what_was_confirmed_and_a_resume_sends_t
             stopped = COUNTS.search(resumed.stderr)
             assert stopped is not None, resumed.stderr
             confirmed, unconfirmed = confirmed + int(stopped[1]), unconfirmed + int(stopped[2] or 0)
-        assert resumed.returncode == 0, resumed.stderr
+        succeeded(resumed)
         sent = rf" \[x\] Sent {count - confirmed} tasks? in [\d.]+ s, each confirmed by the broker"
         assert re.fullmatch(sent, resumed.stdout.rstrip("\n")), resumed.stdout
         assert count <= probe.depth("tasks") <= count + unconfirmed
@@ -184,16 +185,14 @@ def test_queues_py_shows_what_a_stalled_leader_cannot_tell_as_unknown_not_zero(c
     says 0 messages and 0 consumers: queues.py showed 'tasks 0 ? 0' while 300 tasks waited."""
     scripts = Scripts(BrokerUnderTest(url=cluster.url, kind="local cluster"), tmp_path)
     scripts.env["QUEUE_TYPE"] = "quorum"
-    sent = scripts.run("seq 300 | sed 's/^/add 1 /' | python task_queue/new_task.py -")
-    assert sent.returncode == 0, sent.stderr
+    succeeded(scripts.run("seq 300 | sed 's/^/add 1 /' | python task_queue/new_task.py -"))
     leader = leader_of("tasks", cluster, ask=cluster.nodes[1])
     other = next(node for node in cluster.nodes if node is not leader)
     on_other = {"AMQP_URL": other.url, "MANAGEMENT_URL": other.management_url}
 
     def queues_py() -> tuple[str, list[str]]:
         """What queues.py printed, and its row of 'tasks' (name, ready, unacked, consumers)."""
-        shown = scripts.run("python queues.py", env=on_other)
-        assert shown.returncode == 0, shown.stderr
+        shown = succeeded(scripts.run("python queues.py", env=on_other))
         lines = shown.stdout.splitlines()
         return shown.stdout, next(line.split() for line in lines if line.startswith("tasks "))
 

@@ -11,7 +11,7 @@ import pika
 import pytest
 from conftest import Probe
 from rabbitmq_node import free_port
-from script_runner import REPO
+from script_runner import REPO, succeeded
 
 from rabbit_queues.connection import how_to_start_rabbitmq
 
@@ -41,7 +41,7 @@ ARGUMENTS = {
 def test_help_explains_every_option(scripts, script):
     shown = scripts.run(f"python {script} --help")
 
-    assert shown.returncode == 0, shown.stderr
+    succeeded(shown)
     assert shown.stdout.startswith("usage: ")
     assert "--url URL" in shown.stdout
     assert "AMQP_URL" in shown.stdout
@@ -90,8 +90,7 @@ def test_a_user_without_permissions_is_told_which_to_get(scripts, broker):
         f"rabbitmqctl add_user {user} its-Pa55word",
         f"rabbitmqctl set_permissions {user} '^$' '.*' '.*'",  # may not declare a queue
     ):
-        done = scripts.rabbitmqctl(command)
-        assert done.returncode == 0, done.stderr
+        succeeded(scripts.rabbitmqctl(command))
     url = broker.url.replace("guest:guest@", f"{user}:its-Pa55word@")
     try:
         failed = scripts.run(f"python work_queue/new_task.py --url '{url}' 'A task.'")
@@ -130,7 +129,7 @@ def limited_vhost(scripts, broker):
         "rabbitmqctl add_vhost limited && "
         "rabbitmqctl set_permissions -p limited guest '.*' '.*' '.*'"
     )
-    assert made.returncode == 0, made.stderr
+    succeeded(made)
     yield broker.url.rsplit("/", 1)[0] + "/limited"
     scripts.rabbitmqctl("rabbitmqctl delete_vhost limited")
 
@@ -140,7 +139,7 @@ def test_a_vhost_connection_limit_is_said_in_rabbitmqs_words(scripts, limited_vh
     limit = scripts.rabbitmqctl(
         """rabbitmqctl set_vhost_limits -p limited '{"max-connections": 0}'"""
     )
-    assert limit.returncode == 0, limit.stderr
+    succeeded(limit)
 
     for command in ("python work_queue/worker.py", 'python work_queue/new_task.py "A task."'):
         failed = scripts.run(command, env={"AMQP_URL": limited_vhost})
@@ -158,10 +157,12 @@ def test_a_vhost_queue_limit_is_said_in_rabbitmqs_words_and_nothing_is_to_delete
 ):
     """It advised deleting task_queue, holding the tasks just sent, for a task_queue.dlq the
     limit kept from being made; and gave blank names for the task producer."""
-    limit = scripts.rabbitmqctl("""rabbitmqctl set_vhost_limits -p limited '{"max-queues": 1}'""")
-    assert limit.returncode == 0, limit.stderr
-    sent = scripts.run('python work_queue/new_task.py "A task."', env={"AMQP_URL": limited_vhost})
-    assert sent.returncode == 0, sent.stderr
+    succeeded(
+        scripts.rabbitmqctl("""rabbitmqctl set_vhost_limits -p limited '{"max-queues": 1}'""")
+    )
+    succeeded(
+        scripts.run('python work_queue/new_task.py "A task."', env={"AMQP_URL": limited_vhost})
+    )
 
     for command, queue in (
         ("python work_queue/worker.py --burst", "task_queue.dlq"),
@@ -323,8 +324,7 @@ def test_amqps_verifies_the_broker_certificate_and_host_name(scripts, broker, pr
     command = f"python work_queue/new_task.py --url '{url}' 'Over TLS.'"
     trust_test_ca = {"SSL_CERT_FILE": str(broker.ca_file)}
 
-    trusted = scripts.run(command, env=trust_test_ca)
-    assert trusted.returncode == 0, trusted.stderr
+    trusted = succeeded(scripts.run(command, env=trust_test_ca))
     assert trusted.stdout == " [x] Sent 'Over TLS.'\n"
     assert probe.depth("task_queue") == 1
 

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 from readme_output import assert_prints
+from script_runner import succeeded
 
 SUMMARY = re.compile(
     r"^(?P<sent>\d+) tasks sent, (?P<done>\d+) done, (?P<redelivered>\d+) redelivered, "
     r"(?P<lost>\d+) lost, (?P<left>\d+) left in '(?P<queue>\S+)'$",
     re.MULTILINE,
 )
+
+# Long (the demo: three workers and a producer per lesson): python -m pytest -m long.
+pytestmark = [pytest.mark.long]
 WORKER_ROW = re.compile(r"^(worker-\d)\s+(\d+)\s+(\d+)(?:   killed during '(.*)')?$", re.MULTILINE)
 QUEUE = {"hello_world": "hello", "work_queue": "task_queue", "task_queue": "tasks"}
 
@@ -43,7 +47,7 @@ def assert_no_process_left(output: str) -> None:
 def test_the_demo_runs_a_lesson_end_to_end_and_its_table_adds_up(scripts, probe, command):
     lesson = command.split()[-1]
     demo = scripts.run(command, timeout=100)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
+    succeeded(demo)
     assert "Traceback" not in demo.stdout + demo.stderr
     counts, rows = table(demo.stdout)
 
@@ -102,7 +106,7 @@ def test_ctrl_c_stops_the_demo_cleanly_and_every_task_is_done_or_still_queued(sc
 
 @pytest.mark.timeout(60)
 def test_the_demo_refuses_a_queue_with_old_tasks_and_starts_nothing(scripts, probe):
-    assert scripts.run('python work_queue/new_task.py "Old task."').returncode == 0
+    succeeded(scripts.run('python work_queue/new_task.py "Old task."'))
     demo = scripts.run("python demo.py work_queue")
     assert demo.returncode == 1
     assert demo.stderr == (

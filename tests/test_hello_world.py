@@ -6,6 +6,7 @@ import time
 
 from conftest import restart
 from readme_output import assert_prints, prints
+from script_runner import succeeded
 
 FIFTEEN_MESSAGES = (
     'for i in $(seq 0 14); do echo "$i Hello World"; done | python hello_world/new_task.py -'
@@ -16,9 +17,7 @@ def test_send_and_receive(scripts, probe):
     worker = scripts.start_worker("python hello_world/worker.py")
     assert_prints("hello-waiting", worker.output)
 
-    sent = scripts.run("python hello_world/new_task.py")
-
-    assert sent.returncode == 0, sent.stderr
+    sent = succeeded(scripts.run("python hello_world/new_task.py"))
     assert sent.stdout == " [x] Sent 'Hello World!'\n"
     worker.wait_for(r"^ \[x\] Received 'Hello World!'$")
     worker.wait_for(r"^ \[x\] Done$")
@@ -30,9 +29,7 @@ def test_three_workers_each_get_every_third_message(scripts, probe):
     workers = [scripts.start_worker("python hello_world/worker.py") for _ in range(3)]
     assert probe.consumers("hello") == 3
 
-    sent = scripts.run(FIFTEEN_MESSAGES)
-
-    assert sent.returncode == 0, sent.stderr
+    sent = succeeded(scripts.run(FIFTEEN_MESSAGES))
     assert_prints("hello-fifteen-sent", sent.stdout)
     for worker in workers:
         worker.wait_for(r"^ \[x\] Done$", count=5)
@@ -56,7 +53,7 @@ def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe, broker):
         "python hello_world/new_task.py Second...",
         "python hello_world/new_task.py Third...",
     ):
-        assert scripts.run(command).returncode == 0
+        succeeded(scripts.run(command))
     worker.wait_for(r"Received 'First\.\.\.'")
 
     worker.signal(signal.SIGKILL)
@@ -77,7 +74,7 @@ def test_auto_ack_loses_what_a_dying_worker_holds(scripts, probe, broker):
 def test_transient_messages_in_a_classic_queue_do_not_survive_a_broker_restart(
     scripts, probe, broker
 ):
-    assert scripts.run("python hello_world/new_task.py --queue-type classic").returncode == 0
+    succeeded(scripts.run("python hello_world/new_task.py --queue-type classic"))
     assert probe.depth("hello") == 1
 
     probe.close()
@@ -91,7 +88,7 @@ def test_transient_messages_in_a_classic_queue_do_not_survive_a_broker_restart(
 
 
 def test_burst_worker_exits_when_queue_is_empty(scripts, probe):
-    assert scripts.run(FIFTEEN_MESSAGES).returncode == 0
+    succeeded(scripts.run(FIFTEEN_MESSAGES))
 
     worker = scripts.start("python hello_world/worker.py --burst")
 
@@ -111,7 +108,7 @@ def test_fake_work_has_a_bound_here_too(scripts, probe):
         f'python hello_world/new_task.py "{long_one}" && python hello_world/new_task.py "Next."'
     )
 
-    assert sent.returncode == 0, sent.stderr
+    succeeded(sent)
     worker.wait_for(r"^ \[x\] Received 'Next\.'$")
     worker.wait_for(r"^ \[x\] Done$")
     assert worker.lines[1:3] == [

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from script_runner import REPO
+from script_runner import REPO, succeeded
 
 
 def test_ruff_check_and_format():
@@ -22,7 +22,7 @@ def test_ruff_check_and_format():
             timeout=60,
             check=False,
         )
-        assert linted.returncode == 0, linted.stdout + linted.stderr
+        succeeded(linted)
 
 
 def test_no_pickle_or_eval_in_what_handles_messages():

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from conftest import eventually
+from script_runner import succeeded
 
 PEER = "python tests/tutorial_peer.py"
 TASKS = ["First task.", "Second task..", "Third task."]
@@ -24,12 +25,10 @@ def assert_each_done_once(worker_output: list[str], prefix: str, messages: list[
 def test_the_tutorials_producer_feeds_this_worker(scripts, probe, first):
     """work_queue's worker does the tutorial's tasks; whoever declares task_queue first."""
     if first == "tutorial":
-        sent = scripts.run(f'{PEER} send task_queue "A task from the tutorial."')
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(f'{PEER} send task_queue "A task from the tutorial."'))
     worker = scripts.start_worker("python work_queue/worker.py")
     for task in TASKS:
-        sent = scripts.run(f'{PEER} send task_queue "{task}"')
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(f'{PEER} send task_queue "{task}"'))
     tasks = ["A task from the tutorial.", *TASKS] if first == "tutorial" else TASKS
     worker.wait_for(r"^ \[x\] Done$", count=len(tasks))
     assert_each_done_once(worker.matching("Received"), " [x] Received ", [f"'{t}'" for t in tasks])
@@ -42,11 +41,10 @@ def test_the_tutorials_producer_feeds_this_worker(scripts, probe, first):
 def test_this_producer_feeds_the_tutorials_worker(scripts, probe, first):
     """The tutorial's worker does work_queue's tasks, acking each; whoever declares first."""
     if first == "repository":
-        assert scripts.run('python work_queue/new_task.py "A task from here."').returncode == 0
+        succeeded(scripts.run('python work_queue/new_task.py "A task from here."'))
     worker = scripts.start_worker(f"{PEER} work task_queue")
     for task in TASKS:
-        sent = scripts.run(f'python work_queue/new_task.py "{task}"')
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(f'python work_queue/new_task.py "{task}"'))
     tasks = ["A task from here.", *TASKS] if first == "repository" else TASKS
     worker.wait_for(r"^ \[x\] Done$", count=len(tasks))
     assert_each_done_once(worker.matching("Received"), " [x] Received ", tasks)
@@ -55,7 +53,7 @@ def test_this_producer_feeds_the_tutorials_worker(scripts, probe, first):
     # prefetch 1 RabbitMQ sends the next task only once the last is acked, so one more: when
     # the worker has it, every task before was acked. Killed on it, only that one comes back.
     held = "Held when killed...."
-    assert scripts.run(f'python work_queue/new_task.py "{held}"').returncode == 0
+    succeeded(scripts.run(f'python work_queue/new_task.py "{held}"'))
     worker.wait_for(rf"^ \[x\] Received {re.escape(held)}$")
     worker.kill()
     eventually(lambda: probe.depth("task_queue") == 1)
@@ -70,8 +68,7 @@ def test_hello_goes_both_ways(scripts, probe, first):
     receive = {"tutorial": f"{PEER} work hello", "repository": "python hello_world/worker.py"}
     second = "repository" if first == "tutorial" else "tutorial"
     for sender, receiver in ((first, second), (second, first)):
-        sent = scripts.run(f'{send[sender]} "From the {sender}"')
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(f'{send[sender]} "From the {sender}"'))
         worker = scripts.start_worker(receive[receiver])
         worker.wait_for(rf"^ \[x\] Received '?From the {sender}'?$")
         worker.kill()

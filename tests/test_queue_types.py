@@ -5,6 +5,7 @@ do and what deleting it would cost."""
 import re
 
 import pytest
+from script_runner import succeeded
 
 from rabbit_queues.delivery import DELIVERY_LIMIT
 
@@ -16,8 +17,7 @@ def test_the_lesson_runs_the_same_on_a_classic_queue(scripts, probe):
         'python work_queue/new_task.py --queue-type classic "First task."',
         'python work_queue/new_task.py --queue-type classic "This task will error."',
     ):
-        sent = scripts.run(command)
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(command))
     worker.wait_for(r"^ \[x\] Done$")
     worker.wait_for(r"moved to task_queue.dlq after 3 attempts", timeout=30)
     listed = scripts.run("python work_queue/dead_letters.py --queue-type classic")
@@ -54,11 +54,10 @@ def test_switching_types_names_every_queue_to_delete_and_what_it_holds(scripts, 
         if not named:
             assert probe.depth("task_queue") == 2  # still there, until the learner deletes it
         named.append(clash[1])
-        deleted = scripts.rabbitmqctl(clash[2])
-        assert deleted.returncode == 0, deleted.stderr
+        succeeded(scripts.rabbitmqctl(clash[2]))
 
     assert named == ["task_queue", "task_queue.dlq", "task_queue.retry"]
-    assert refused.returncode == 0, refused.stderr
+    succeeded(refused)
     scripts.start_worker("python work_queue/worker.py")
     assert probe.consumers("task_queue") == 1
 
@@ -87,8 +86,7 @@ def test_a_queue_declared_with_other_arguments_gets_a_one_line_fix(scripts, prob
 
 @pytest.mark.timeout(90)
 def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limit(scripts, probe):
-    sent = scripts.run('python work_queue/new_task.py "Poison task...."')
-    assert sent.returncode == 0, sent.stderr
+    succeeded(scripts.run('python work_queue/new_task.py "Poison task...."'))
     kills = 0
     while True:
         worker = scripts.start_worker("python work_queue/worker.py")

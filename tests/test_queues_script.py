@@ -9,6 +9,7 @@ import pytest
 from conftest import eventually
 from rabbitmq_node import LocalNode, free_port
 from readme_output import assert_prints
+from script_runner import succeeded
 
 LONG_TASK = "Long task " + "." * 60  # holds the worker (and the task unacked) for a minute
 
@@ -20,7 +21,7 @@ def row(name: str, ready: int, unacked: int | str, consumers: int) -> str:
 
 def send_three_tasks(scripts) -> None:
     for task in (LONG_TASK, "Second task.", "Third task."):
-        assert scripts.run(f'python work_queue/new_task.py "{task}"').returncode == 0
+        succeeded(scripts.run(f'python work_queue/new_task.py "{task}"'))
 
 
 @pytest.mark.timeout(90)
@@ -35,8 +36,7 @@ def test_queues_shows_waiting_and_unacked_tasks_from_the_management_api(scripts,
     def unacked(count: int) -> int | str:
         return count if scripts.broker.management_metrics else "?"
 
-    once = scripts.run("python queues.py")
-    assert once.returncode == 0, once.stderr
+    once = succeeded(scripts.run("python queues.py"))
     assert (
         "unacknowledged as RabbitMQ last collected them, every 5 s by default (the management "
         f"API at {scripts.broker.management_url})"
@@ -62,6 +62,7 @@ def test_queues_shows_waiting_and_unacked_tasks_from_the_management_api(scripts,
         assert_prints("queues", once.stdout, scripts.broker)
 
 
+@pytest.mark.long  # queues.py's figures in depth
 @pytest.mark.timeout(90)
 def test_queues_never_shows_a_figure_the_management_api_does_not_give(scripts):
     """RabbitMQ 4 deprecates the API's metrics; without them it lists names only."""
@@ -70,11 +71,11 @@ def test_queues_never_shows_a_figure_the_management_api_does_not_give(scripts):
         node.start()
         env = {"AMQP_URL": node.url, "MANAGEMENT_URL": node.management_url}
         for task in ("First task.", "Second task."):
-            assert scripts.run(f'python work_queue/new_task.py "{task}"', env=env).returncode == 0
+            succeeded(scripts.run(f'python work_queue/new_task.py "{task}"', env=env))
         once = scripts.run("python queues.py", env=env)
     finally:
         node.remove()
-    assert once.returncode == 0, once.stderr
+    succeeded(once)
     assert once.stdout.splitlines()[1] == (
         "unacknowledged as RabbitMQ last collected them, every 5 s by default (the management "
         f"API at {node.management_url}); '?': not collected yet, or its metrics collection is off"
@@ -87,8 +88,7 @@ def test_queues_falls_back_to_passive_declares_without_the_management_api(script
     nowhere = f"http://127.0.0.1:{free_port()}/"
     env = {"MANAGEMENT_URL": nowhere}
     send_three_tasks(scripts)
-    once = scripts.run("python queues.py", env=env)
-    assert once.returncode == 0, once.stderr
+    once = succeeded(scripts.run("python queues.py", env=env))
     assert (
         f"unacknowledged '?': the management API at {nowhere} did not answer: connection refused"
     ) in once.stdout
@@ -144,6 +144,7 @@ def test_queues_refuses_a_management_url_it_cannot_use_in_one_line(scripts, give
     )
 
 
+@pytest.mark.long  # queues.py's figures in depth
 @pytest.mark.timeout(90)
 def test_queues_never_shows_another_brokers_figures(scripts):
     """A management API that answers for another broker (a second RabbitMQ on the host, on
@@ -156,13 +157,12 @@ def test_queues_never_shows_another_brokers_figures(scripts):
         node.start()
         env = {"AMQP_URL": node.url, "MANAGEMENT_URL": other_api}
         for task in ("First task.", "Second task.", "Third task."):
-            sent = scripts.run(f'python work_queue/new_task.py "{task}"', env=env)
-            assert sent.returncode == 0, sent.stderr
+            succeeded(scripts.run(f'python work_queue/new_task.py "{task}"', env=env))
         once = scripts.run("python queues.py", env=env)
     finally:
         node.remove()
 
-    assert once.returncode == 0, once.stderr
+    succeeded(once)
     assert re.search(
         rf"^unacknowledged '\?': the management API at {re.escape(other_api)} belongs to another "
         rf"broker: its cluster is '[^']+', the AMQP URL's '{re.escape(node.name.split('@')[0])}@"
@@ -173,6 +173,7 @@ def test_queues_never_shows_another_brokers_figures(scripts):
     assert re.search(row("task_queue", 3, "?", 0), once.stdout, re.M), once.stdout
 
 
+@pytest.mark.long  # queues.py's figures in depth
 @pytest.mark.timeout(90)
 def test_right_after_a_send_and_a_delivery_ready_and_consumers_are_exact(scripts):
     """On a broker with RabbitMQ's default statistics interval (5 s) the management API's
@@ -199,13 +200,10 @@ def test_right_after_a_send_and_a_delivery_ready_and_consumers_are_exact(scripts
             timeout=30,
         )
         for task in (LONG_TASK, "Second task.", "Third task."):
-            sent = scripts.run(f'python work_queue/new_task.py "{task}"', env=env)
-            assert sent.returncode == 0, sent.stderr
+            succeeded(scripts.run(f'python work_queue/new_task.py "{task}"', env=env))
         worker.wait_for(r"Received 'Long task")
 
-        once = scripts.run("python queues.py", env=env)
-
-        assert once.returncode == 0, once.stderr
+        once = succeeded(scripts.run("python queues.py", env=env))
         assert once.stdout.splitlines()[1].startswith(
             "unacknowledged as RabbitMQ last collected them, every 5 s by default (the "
             f"management API at {node.management_url})"

@@ -8,12 +8,16 @@ import re
 import pika
 import pytest
 from conftest import REPO, eventually
+from script_runner import succeeded
 
 POLICIES = REPO / "rabbitmq-policies.json"
 IMPORT_COMMAND = (  # what a packaged broker's user runs (docs/what-happens-when.md)
     "sudo install -m 644 rabbitmq-policies.json /etc/rabbitmq/ && "
     "sudo rabbitmqctl import_definitions /etc/rabbitmq/rabbitmq-policies.json"
 )
+
+# Long (RabbitMQ 4's limits, a policy import): python -m pytest -m long (docs/tests.md).
+pytestmark = [pytest.mark.long]
 RETURNS_PAST_THE_LIMIT = 22  # RabbitMQ 4's default limit is 20 returns
 
 
@@ -47,7 +51,7 @@ def lesson_policies(scripts):
         f"cat > {where} <<'EOF'\n{POLICIES.read_text()}EOF\n"
         f"rabbitmqctl import_definitions {where}; status=$?; rm -f {where}; exit $status"
     )
-    assert imported.returncode == 0, imported.stderr
+    succeeded(imported)
     try:  # the import goes on after rabbitmqctl returns
         eventually(
             lambda: (
@@ -125,8 +129,7 @@ def test_the_policies_send_what_rabbitmq_would_drop_to_the_dead_letter_queue(
 
     eventually(lambda: probe.depth("task_queue.dlq") == 2)
     for _ in range(2):  # the second listing reads the copies the first one made
-        listed = scripts.run("python work_queue/dead_letters.py")
-        assert listed.returncode == 0, listed.stderr
+        listed = succeeded(scripts.run("python work_queue/dead_letters.py"))
         assert sorted(re.findall(r"'(.+?)' failed: (.+)", listed.stdout)) == [
             ("A parked task.", "?"),
             ("A task nobody acks.", "RabbitMQ dead-lettered it from 'task_queue': delivery_limit"),

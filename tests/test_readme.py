@@ -4,6 +4,8 @@ the Russian pages match the English ones block for block."""
 
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -100,7 +102,12 @@ NOT_RUN_BY_TESTS = {
     ". .venv/bin/activate": "the learner's own setup; .ci/run runs its fresh one's python",
     "pip install -r requirements.txt": "run by .ci/run (checked below)",
     "python -m pytest": "the test command itself, run by .ci/run (checked below)",
-    "tests/with-rabbitmq4.sh python -m pytest": "run by .ci/run (checked below)",
+    "python -m pytest -m long": "the long tests; .ci/run runs them with the rest (checked below)",
+    'python -m pytest -m "long or not long"': "run by .ci/run (checked below)",
+    'python -m pytest -m "not broker"': "run by .ci/run with no broker (checked below)",
+    'tests/with-rabbitmq4.sh python -m pytest -m "long or not long"': (
+        "run by .ci/run (checked below)"
+    ),
     "docker compose restart rabbitmq": (
         "needs a Docker engine; test_work_queue.py restarts the tests' own broker in its place"
     ),
@@ -111,7 +118,9 @@ NOT_RUN_BY_TESTS = {
         "needs a Docker engine; test_work_queue.py starts its killed broker again and waits for it"
     ),
     "RABBITMQ4_SUITE=sid RABBITMQ_TEST_DENY_DEPRECATED=1 tests/with-rabbitmq4.sh "
-    "tests/with-docker.sh python -m pytest": "run by .ci/run (checked below)",
+    'tests/with-docker.sh python -m pytest -m "long or not long"': (
+        "run by .ci/run (checked below)"
+    ),
     'python new_task.py "A task from the tutorial."': (
         "RabbitMQ's tutorial script; test_official_tutorial.py runs tests/tutorial_peer.py, "
         "which declares and publishes exactly as it does"
@@ -223,10 +232,50 @@ def test_ci_installs_the_requirements_and_runs_the_readme_test_command():
     assert "-r requirements-bench.txt" in (REPO / "requirements-dev.txt").read_text()
     assert "command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)" in lines
     assert "command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)" in lines
-    # Every test command the README gives: RabbitMQ 3.10, 4.0, and the newest 4.x made strict.
-    for command in ("python -m pytest", *(c for c in NOT_RUN_BY_TESTS if "with-rabbitmq4" in c)):
-        assert command in lines
+    # The README's command in a fresh environment, then the layer that needs no broker with no
+    # rabbitmq-server on PATH; every test on RabbitMQ 3.10, 4.0, and the newest 4.x made strict.
+    assert '"$fresh/venv/bin/python" -m pytest' in lines
+    assert (
+        'env -u RABBITMQ_URL PATH=/usr/local/bin:/usr/bin:/bin "$fresh/venv/bin/python" -m pytest '
+        '-m "not broker"'
+    ) in lines
+    every_test = 'python -m pytest -m "long or not long"'
+    assert every_test in lines
+    for command in (c for c in NOT_RUN_BY_TESTS if "with-rabbitmq4" in c):
+        assert command in lines and command.endswith(every_test)
         assert command in readme_commands()
+
+
+def test_the_learners_suite_leaves_only_the_long_tests_out_and_a_layer_needs_no_broker():
+    """Every test is collectable from tests/; the README's command leaves out only what is
+    marked long; at least 150 need no broker (docs/tests.md)."""
+
+    def collected(*options: str) -> int:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                *options,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        counts = re.search(r"(\d+)(?:/(\d+))? tests collected", done.stdout)
+        assert counts is not None, done.stdout + done.stderr
+        return int(counts[1])
+
+    every = collected("-o", "addopts=", "tests")
+    assert every >= 320
+    assert collected() + collected("-o", "addopts=", "-m", "long") == every
+    assert collected("-o", "addopts=", "-m", "not broker") >= 150
 
 
 def test_the_performance_page_shows_the_benchmark_run_that_is_committed():

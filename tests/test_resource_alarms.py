@@ -8,12 +8,16 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from conftest import send_work_queue_task as send
+from conftest import send
+from script_runner import succeeded
 
 BLOCKED = (
     r"^ \[!\] RabbitMQ is blocking publishers \(low on memory: a resource alarm, see "
     r"`rabbitmqctl status`\); waiting until it lifts, Ctrl\+C to stop$"
 )
+
+# Long (resource alarms, set and lifted on the broker): python -m pytest -m long (docs/tests.md).
+pytestmark = [pytest.mark.long]
 UNBLOCKED = " [*] RabbitMQ accepts publishers again"
 
 
@@ -22,8 +26,7 @@ def alarm(scripts) -> Iterator[None]:
     """The memory alarm on the broker under test, for the test's duration."""
 
     def watermark(fraction: str) -> None:
-        done = scripts.rabbitmqctl(f"rabbitmqctl set_vm_memory_high_watermark {fraction}")
-        assert done.returncode == 0, done.stderr
+        succeeded(scripts.rabbitmqctl(f"rabbitmqctl set_vm_memory_high_watermark {fraction}"))
 
     watermark("0")
     try:
@@ -41,7 +44,7 @@ def test_blocked_publishes_wait_say_why_and_finish_when_the_alarm_lifts(scripts,
     many.wait_for(BLOCKED)
     assert one.process.poll() is None and many.process.poll() is None  # waiting, not failed
 
-    assert scripts.rabbitmqctl("rabbitmqctl set_vm_memory_high_watermark 0.4").returncode == 0
+    succeeded(scripts.rabbitmqctl("rabbitmqctl set_vm_memory_high_watermark 0.4"))
 
     assert one.wait() == 0
     assert one.lines[1:] == [UNBLOCKED, " [x] Sent 'Blocked task.'"]
@@ -59,10 +62,10 @@ def test_a_worker_whose_retry_is_blocked_says_why_and_goes_on_after(scripts, pro
     worker.wait_for(r"^ \[x\] Received 'An error\.\.\.\.\.'$")
     done = scripts.rabbitmqctl("rabbitmqctl set_vm_memory_high_watermark 0")
     try:
-        assert done.returncode == 0, done.stderr
+        succeeded(done)
         worker.wait_for(BLOCKED)  # its retry copy is what gets blocked
     finally:
-        assert scripts.rabbitmqctl("rabbitmqctl set_vm_memory_high_watermark 0.4").returncode == 0
+        succeeded(scripts.rabbitmqctl("rabbitmqctl set_vm_memory_high_watermark 0.4"))
     worker.wait_for(r"^ \[!\] Failed: task 'An error\.\.\.\.\.' asked to fail; retry in 2 s")
     send(scripts, 'python work_queue/new_task.py "Next task."')
     worker.wait_for(r"^ \[x\] Received 'Next task\.'$")

@@ -15,6 +15,9 @@ WHOLE_LINE = re.compile(
     r"|Finishing the current message first .+)"
 )
 
+# Long (signals aimed inside a print, many times): python -m pytest -m long (docs/tests.md).
+pytestmark = [pytest.mark.long]
+
 
 def blocked_writing(pid: int) -> bool:
     """Is the process's main thread blocked writing to a full pipe?"""

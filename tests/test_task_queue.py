@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import eventually
+from conftest import UUID, eventually, queue_policy, send
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from readme_output import assert_prints
-from script_runner import REPO
+from script_runner import REPO, succeeded
 
 # Message bodies as any producer might send them: bytes, JSON, tasks good and bad. No
 # 'sleep': a fuzzed sleep would take up to a minute.
@@ -29,25 +29,12 @@ fuzz_bodies = st.one_of(
     ).map(lambda fields: json.dumps(fields).encode()),
 )
 
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def send(scripts, command):
-    """Run a new_task.py command line; return the task id it printed."""
-    sent = scripts.run(command)
-    assert sent.returncode == 0, sent.stderr
-    match = re.fullmatch(rf" \[x\] Sent (.+), task id ({UUID})\n", sent.stdout)
-    assert match, sent.stdout
-    return match.group(2)
-
 
 def test_add_then_read_the_result(scripts, probe, broker):
     worker = scripts.start_worker("python task_queue/worker.py")
     results = scripts.start_worker("python task_queue/results.py")
 
-    sent = scripts.run("python task_queue/new_task.py add 2 3")
-
-    assert sent.returncode == 0, sent.stderr
+    sent = succeeded(scripts.run("python task_queue/new_task.py add 2 3"))
     assert_prints("task-sent", sent.stdout)
     task_id = re.search(rf"task id ({UUID})", sent.stdout)[1]
     worker.wait_for(r"^ \[x\] Done: ")
@@ -71,7 +58,7 @@ def test_add_then_read_the_result(scripts, probe, broker):
     ],
 )
 def test_each_task_type(scripts, probe, command, expected):
-    task_id = send(scripts, command)
+    task_id = send(scripts, command).id
 
     worker = scripts.start("python task_queue/worker.py --burst")
     assert worker.wait() == 0
@@ -83,7 +70,7 @@ def test_each_task_type(scripts, probe, command, expected):
 
 def test_a_result_read_is_gone(scripts, probe):
     """A queue hands each message to one reader, then forgets it."""
-    task_id = send(scripts, "python task_queue/new_task.py add 2 3")
+    task_id = send(scripts, "python task_queue/new_task.py add 2 3").id
     assert scripts.start("python task_queue/worker.py --burst").wait() == 0
 
     first_reader = scripts.start("python task_queue/results.py --burst")
@@ -99,7 +86,7 @@ def test_stdin_sends_many_tasks(scripts, probe):
     sent = scripts.run(
         r"""printf 'add 1 2\nmul 3 4\nwordcount "a b c"\n' | python task_queue/new_task.py -"""
     )
-    assert sent.returncode == 0, sent.stderr
+    succeeded(sent)
     assert re.fullmatch(
         r" \[x\] Sent 3 tasks in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
     )
@@ -191,7 +178,7 @@ def test_a_line_too_large_for_a_worker_is_refused_and_the_next_lines_are_sent(sc
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    succeeded(done)
     assert done.stderr.splitlines() == [
         " [!] Line 2: a line of 2,000,012 characters: a task may be 65,536 bytes; not sent",
         " [!] Line 3: a task of 100,081 bytes: a worker takes at most 65,536; not sent",
@@ -236,8 +223,7 @@ def test_a_producer_whose_terminal_goes_away_stops_with_its_counts(scripts, prob
 
 
 def test_a_result_out_of_range_is_an_error_result_at_once_not_retried(scripts, probe):
-    sent = scripts.run("python task_queue/new_task.py add 1e308 1e308")
-    assert sent.returncode == 0, sent.stderr
+    succeeded(scripts.run("python task_queue/new_task.py add 1e308 1e308"))
 
     worker = scripts.start("python task_queue/worker.py --burst")
     assert worker.wait() == 0
@@ -259,31 +245,15 @@ def test_a_result_rabbitmq_refuses_is_sent_again_on_a_new_connection_not_dead_le
     the worker starts again, and once RabbitMQ takes results again the result comes."""
     classic = {"QUEUE_TYPE": "classic"}  # quorum: the delivery limit would park it after 5
     probe.channel.queue_declare("results", durable=True)  # classic, as the worker declares it
-    policy = '{"max-length": 0, "overflow": "reject-publish"}'
-    refuse = f"rabbitmqctl set_policy refuse '^results$' '{policy}' --apply-to queues"
-    assert scripts.rabbitmqctl(refuse).returncode == 0
-    try:
-        policy_applied = r"^results\s+refuse$"
-        eventually(
-            lambda: (
-                re.search(
-                    policy_applied,
-                    scripts.rabbitmqctl("rabbitmqctl list_queues name policy").stdout,
-                    re.MULTILINE,
-                )
-                is not None
-            ),
-            timeout=30,
-        )
-        assert scripts.run("python task_queue/new_task.py add 1 2", env=classic).returncode == 0
+    refuse = '{"max-length": 0, "overflow": "reject-publish"}'
+    with queue_policy(scripts, "refuse", "^results$", refuse):
+        send(scripts, "python task_queue/new_task.py add 1 2", env=classic)
         worker = scripts.start("python task_queue/worker.py", env=classic)
         worker.wait_for(
             r"^ \[!\] RabbitMQ refused a message for 'results' before the ack: RabbitMQ will "
             r"deliver that message again$"
         )
         worker.wait_for(r"^ \[!\] RabbitMQ refused a message for 'results'; reconnecting$")
-    finally:
-        assert scripts.rabbitmqctl("rabbitmqctl clear_policy refuse").returncode == 0
     worker.wait_for(r"^ \[x\] Done: add\(1, 2\) = 3$")
     assert worker.matching("tasks.dlq|Failed|DROPPED") == []
     results = scripts.start("python task_queue/results.py --burst", env=classic)
@@ -316,7 +286,7 @@ def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
     probe.publish("tasks", b'{"id": "raw-1", "type": "add"', message_id="raw-1")  # broken JSON
     probe.publish("tasks", b"\xff\xfe", message_id="raw-2")  # not UTF-8
     probe.publish("tasks", b" " * 2**20, message_id="raw-3")  # 1 MiB
-    good = send(scripts, "python task_queue/new_task.py add 2 3")
+    good = send(scripts, "python task_queue/new_task.py add 2 3").id
 
     worker.wait_for(r"^ \[x\] Done: add\(2, 3\) = 5$")  # the worker is still up
     results = scripts.start("python task_queue/results.py --burst")
@@ -336,8 +306,7 @@ def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
         "a task may be 65536",
         f" [x] Task {good}: add(2, 3) = 5",
     ]
-    listed = scripts.run("python work_queue/dead_letters.py --queue tasks")
-    assert listed.returncode == 0, listed.stderr
+    listed = succeeded(scripts.run("python work_queue/dead_letters.py --queue tasks"))
     assert listed.stdout.endswith(" [*] 6 dead letters in tasks.dlq\n")
     assert "failed: BadTask: unknown task type 'divide'" in listed.stdout
     # The whole task is shown, its type and arguments included; the 1 MiB body is cut.
@@ -360,7 +329,7 @@ def test_bad_tasks_get_an_error_result_and_a_dead_letter(scripts, probe):
 
 
 def test_a_task_that_raises_is_retried_then_gets_an_error_result(scripts, probe):
-    task_id = send(scripts, "python task_queue/new_task.py sleep 3600")
+    task_id = send(scripts, "python task_queue/new_task.py sleep 3600").id
 
     worker = scripts.start("python task_queue/worker.py --burst")
     assert worker.wait() == 0
@@ -410,9 +379,7 @@ def test_requeue_moves_each_dead_letter_once_while_a_worker_keeps_dead_lettering
     worker = scripts.start("python task_queue/worker.py")
     eventually(lambda: probe.depth("tasks.dlq") == 10)
 
-    moved = scripts.run("python work_queue/dead_letters.py --queue tasks --requeue")
-
-    assert moved.returncode == 0, moved.stderr
+    moved = succeeded(scripts.run("python work_queue/dead_letters.py --queue tasks --requeue"))
     listed = moved.stdout.splitlines()
     assert listed[-1] == " [*] 10 dead letters moved back to tasks"
     assert [re.search(r'"id": "(bad-\d)"', line)[1] for line in listed[:-1]] == [

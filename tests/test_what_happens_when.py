@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import Probe, eventually, received, restart
-from conftest import send_work_queue_task as send
+from conftest import Probe, eventually, received, restart, send
 from rabbitmq_node import LocalNode
 from readme_output import assert_prints
-from script_runner import REPO
+from script_runner import REPO, succeeded
 
 
 def test_killed_mid_task_with_kill_9_another_worker_does_it(scripts, probe):
@@ -61,6 +60,7 @@ def test_ctrl_c_twice_quits_at_once_and_the_task_goes_back(scripts, probe):
     assert probe.depth("task_queue") == 1
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 def test_a_task_longer_than_the_heartbeat_is_done_once(scripts, probe, broker):
     """pika only sends heartbeats while a thread is inside pika: during the six-second task
     (three heartbeat timeouts) the worker's pump thread serves the connection."""
@@ -78,6 +78,7 @@ def test_a_task_longer_than_the_heartbeat_is_done_once(scripts, probe, broker):
     assert probe.depth("task_queue") == 0
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 @pytest.mark.timeout(60)
 def test_a_worker_whose_stderr_is_gone_keeps_its_heartbeats_and_finishes(scripts, probe, broker):
     """Its pump thread says ' [*] Finishing the current message first' on stderr; a closed
@@ -104,6 +105,7 @@ def test_a_worker_whose_stderr_is_gone_keeps_its_heartbeats_and_finishes(scripts
     assert probe.depth("task_queue") == 0
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 def test_a_running_worker_rides_out_a_broker_restart(scripts, probe, broker):
     worker = scripts.start_worker("python work_queue/worker.py")
     send(scripts, 'python work_queue/new_task.py "First task..."')
@@ -142,14 +144,14 @@ def test_a_running_worker_rides_out_a_broker_restart(scripts, probe, broker):
     assert "Traceback" not in worker.output
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 def test_deleting_the_queue_under_a_worker_it_subscribes_again_and_goes_on(scripts, probe, broker):
     """RabbitMQ cancels the subscription to a deleted queue: the worker goes back to the top,
     as after any loss (connect, declare, consume), so the queue is there again, and so is a
     consumer, rather than a worker alive but idle."""
     worker = scripts.start_worker("python work_queue/worker.py")
 
-    deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")
-    assert deleted.returncode == 0, deleted.stderr
+    succeeded(scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue"))
 
     worker.wait_for(r"^ \[\*\] Reconnected to ", timeout=30)
     assert_prints("queue-deleted", worker.output, broker)
@@ -175,6 +177,7 @@ RA_SERVER = (
 )
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 def test_a_subscription_rabbitmq_fails_at_start_up_is_retried(scripts, probe, broker):
     """RabbitMQ closes the connection (541) when a consume reaches a quorum queue whose
     replica is not running: here stopped on purpose; in the wild, a queue deleted and
@@ -182,7 +185,7 @@ def test_a_subscription_rabbitmq_fails_at_start_up_is_retried(scripts, probe, br
     other: the worker starts again from the top until the subscription holds."""
     probe.declare("task_queue")
     stopped = scripts.rabbitmqctl(RA_SERVER.replace("ACTION", "stop_server"))
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    succeeded(stopped)
     try:
         worker = scripts.start("python work_queue/worker.py")
         # RabbitMQ 4.3 adds its reason: (541 INTERNAL_ERROR - failed consuming from quorum
@@ -194,26 +197,25 @@ def test_a_subscription_rabbitmq_fails_at_start_up_is_retried(scripts, probe, br
         worker.wait_for(r"^ \[!\] Reconnect attempt 1 failed: ")  # the replica is still down
     finally:
         started = scripts.rabbitmqctl(RA_SERVER.replace("ACTION", "restart_server"))
-    assert started.returncode == 0, started.stdout + started.stderr
+    succeeded(started)
 
     worker.wait_for(r"^ \[\*\] Reconnected to ", timeout=30)
     assert_prints("subscription-retried", worker.output, broker)
     does_a_task_and_stops_cleanly(scripts, probe, worker)
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker):
     user, password = "learner", "Not-4-Your-Eyes"
     for command in (
         f"rabbitmqctl add_user {user} {password}",
         f"rabbitmqctl set_permissions {user} '.*' '.*' '.*'",
     ):
-        done = scripts.rabbitmqctl(command)
-        assert done.returncode == 0, done.stderr
+        succeeded(scripts.rabbitmqctl(command))
     url = broker.url.replace("guest:guest@", f"{user}:{password}@")
     worker = scripts.start_worker(f"python work_queue/worker.py --url '{url}'")
 
-    closed = scripts.rabbitmqctl(f"rabbitmqctl close_all_user_connections {user} 'a test'")
-    assert closed.returncode == 0, closed.stderr
+    succeeded(scripts.rabbitmqctl(f"rabbitmqctl close_all_user_connections {user} 'a test'"))
 
     worker.wait_for(rf"^ \[\*\] Reconnected to amqp://{user}:\*\*\*@", timeout=30)
     send(scripts, 'python work_queue/new_task.py "A task."')
@@ -223,6 +225,7 @@ def test_the_password_never_shows_even_when_reconnecting(scripts, probe, broker)
     assert password not in worker.output
 
 
+@pytest.mark.long  # docs/what-happens-when.md in depth
 @pytest.mark.timeout(120)
 def test_a_task_past_the_consumer_timeout_goes_back_until_the_delivery_limit(scripts):
     """RabbitMQ takes back a task a worker holds unacknowledged longer than its consumer_timeout

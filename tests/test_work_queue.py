@@ -5,9 +5,9 @@ import shlex
 import signal
 
 import pytest
-from conftest import Probe, crash, eventually, received, restart
-from conftest import send_work_queue_task as send
+from conftest import Probe, crash, eventually, received, restart, send
 from readme_output import assert_prints
+from script_runner import succeeded
 
 FAIR_DISPATCH = [
     'python work_queue/new_task.py "First task....."',
@@ -78,6 +78,7 @@ def test_bad_bytes_are_dead_lettered_not_fatal(scripts, probe):
     assert properties.headers["x-dead-letter-reason"].startswith("UnicodeDecodeError: ")
 
 
+@pytest.mark.long  # a broker restart beyond the lesson's one
 def test_persistent_tasks_survive_a_broker_restart(scripts, probe, broker):
     send(scripts, 'python work_queue/new_task.py "First task."')
     send(scripts, 'python work_queue/new_task.py "Second task.."')
@@ -96,14 +97,12 @@ def test_a_broker_restart_loses_the_transient_message_and_keeps_the_persistent_t
     """The README's restart step, the broker restarted for real: lesson 1's message, transient
     in a classic queue, is gone; lesson 2's task, persistent and confirmed, is done."""
     probe.declare("hello")  # as lesson 1 left it: a quorum queue
-    deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue hello")
-    assert deleted.returncode == 0, deleted.stderr
+    succeeded(scripts.rabbitmqctl("rabbitmqctl delete_queue hello"))
     for command in (
         'python hello_world/new_task.py --queue-type classic "Lost in a restart."',
         'python work_queue/new_task.py "Kept through a restart."',
     ):
-        sent = scripts.run(command)
-        assert sent.returncode == 0, sent.stderr
+        succeeded(scripts.run(command))
     assert (probe.depth("hello"), probe.depth("task_queue")) == (1, 1)  # both there, before
     probe.close()
 
@@ -122,6 +121,7 @@ CONFIRMED = "seq 1000000 | python work_queue/new_task.py --queue-type classic -"
 COUNT_TASKS = "rabbitmqctl list_queues name messages"
 
 
+@pytest.mark.long  # a broker restart beyond the lesson's one
 @pytest.mark.timeout(300)
 def test_a_broker_killed_mid_stream_keeps_every_confirmed_task_and_loses_unconfirmed_ones(
     scripts, probe, broker
@@ -137,7 +137,7 @@ def test_a_broker_killed_mid_stream_keeps_every_confirmed_task_and_loses_unconfi
     assert kept < sent, stopped
 
     deleted = scripts.rabbitmqctl("rabbitmqctl delete_queue task_queue")  # empty again
-    assert deleted.returncode == 0, deleted.stderr
+    succeeded(deleted)
     stopped, counted, kept = kill_the_broker_while_it_sends(scripts, broker, CONFIRMED)
     assert_prints("crash-with-confirms", f"{stopped}\n{counted}")
     found = re.search(r"\((\d+) tasks were sent and confirmed .*; (\d+) more", stopped)
@@ -150,7 +150,7 @@ def test_sending_without_confirms_sends_each_line_as_it_is(scripts, probe):
     that are not UTF-8 are sent too, unread: no traceback, nothing decoded."""
     sent = scripts.run(r"printf 'one\r\n\n\xff two\n' | python work_queue/send_without_confirms.py")
 
-    assert sent.returncode == 0, sent.stderr
+    succeeded(sent)
     said = " [x] Sent 2 tasks, none confirmed: RabbitMQ has them unless it went down\n"
     assert sent.stdout == said
     assert [body for _properties, body in probe.get_all("task_queue")] == [b"one", b"\xff two"]
@@ -168,8 +168,7 @@ def kill_the_broker_while_it_sends(scripts, broker, command: str) -> tuple[str, 
     crash(broker)  # docker compose kill rabbitmq; docker compose up -d --wait
 
     assert producer.wait(timeout=60) == 1, producer.output
-    counted = scripts.rabbitmqctl(COUNT_TASKS)
-    assert counted.returncode == 0, counted.stderr
+    counted = succeeded(scripts.rabbitmqctl(COUNT_TASKS))
     kept = re.search(r"^task_queue\t(\d+)$", counted.stdout, re.M)
     assert kept is not None, counted.stdout
     return producer.output, counted.stdout, int(kept[1])
@@ -178,7 +177,7 @@ def kill_the_broker_while_it_sends(scripts, broker, command: str) -> tuple[str, 
 def test_stdin_then_burst_worker(scripts, probe):
     sent = scripts.run(r"printf 'one.\ntwo\nthree\n' | python work_queue/new_task.py -")
 
-    assert sent.returncode == 0, sent.stderr
+    succeeded(sent)
     assert re.fullmatch(
         r" \[x\] Sent 3 tasks in \d+\.\d\d s, each confirmed by the broker\n", sent.stdout
     )
@@ -212,6 +211,7 @@ def test_rabbitmqctl_shows_ready_and_unacknowledged(scripts, probe):
     assert re.search(r"^task_queue\.dlq\t0\t0$", listing, re.M), listing
 
 
+@pytest.mark.long  # a broker restart beyond the lesson's one
 def test_a_producer_cut_off_mid_way_says_how_many_tasks_the_broker_confirmed(
     scripts, probe, broker
 ):
@@ -248,15 +248,11 @@ def test_dead_letters_are_listed_with_their_reason_and_moved_back_after_a_fix(sc
         },
     )
 
-    listed = scripts.run("python work_queue/dead_letters.py")
-
-    assert listed.returncode == 0, listed.stderr
+    listed = succeeded(scripts.run("python work_queue/dead_letters.py"))
     assert_prints("dead-letters-listed", listed.stdout)
     assert probe.depth("task_queue.dlq") == 1  # listing takes nothing away
 
-    moved = scripts.run("python work_queue/dead_letters.py --requeue")
-
-    assert moved.returncode == 0, moved.stderr
+    moved = succeeded(scripts.run("python work_queue/dead_letters.py --requeue"))
     assert_prints("dead-letters-requeued", moved.stdout)
     assert probe.depth("task_queue.dlq") == 0
     ((properties, body),) = probe.get_all("task_queue")
