@@ -37,38 +37,8 @@ def russian(page: Path) -> Path:
 
 ALL_PAGES = [page for english in PAGES for page in (english, russian(english))]
 NOT_RUN_BY_TESTS = {
-    "docker compose up -d": "needs a Docker engine; the test machines have none",
-    "docker compose --profile demo run --rm demo": (
-        "needs a Docker engine; test_demo.py runs the same `python demo.py <lesson>`"
-    ),
-    "DEMO_LESSON=task_queue docker compose --profile demo run --rm demo": (
-        "needs a Docker engine; test_demo.py runs the same `python demo.py task_queue`"
-    ),
-    "docker compose --profile cluster up -d": (
-        "needs a Docker engine; test_cluster.py starts three local nodes and joins them"
-    ),
-    "docker compose exec rabbitmq-1 rabbitmqctl cluster_status": "needs a Docker engine",
-    "export AMQP_URL=amqp://guest:guest@localhost:5673/%2F,amqp://guest:guest@localhost:5674/%2F,"
-    "amqp://guest:guest@localhost:5675/%2F": (
-        "the compose cluster's ports; test_cluster.py lists its three local nodes the same way"
-    ),
-    "export QUEUE_TYPE=quorum": "test_cluster.py sets QUEUE_TYPE=quorum for every script",
-    "export MANAGEMENT_URL=http://localhost:15673/": (
-        "the compose cluster's port; test_queues_script.py sets MANAGEMENT_URL the same way"
-    ),
-    "AMQP_URL=amqp://guest:guest@localhost:5674/%2F,amqp://guest:guest@localhost:5675/%2F,"
-    "amqp://guest:guest@localhost:5673/%2F python task_queue/worker.py": (
-        "the compose cluster's ports; test_cluster.py starts its second worker on another node "
-        "the same way"
-    ),
-    "docker compose exec rabbitmq-1 rabbitmqctl list_queues name type leader members": (
-        "needs a Docker engine; test_cluster.py asks its local nodes the same"
-    ),
     "tail -n +12001 tasks.txt | python task_queue/new_task.py -": (
         "test_cluster.py resumes the same way, from the count its stopped producer printed"
-    ),
-    "docker compose stop rabbitmq-2": (
-        "needs a Docker engine; test_cluster.py kills its leader node mid-run"
     ),
     "python -m venv .venv": "the learner's own setup; .ci/run makes a fresh one of its own",
     "apt-get install rabbitmq-server": (
@@ -76,19 +46,6 @@ NOT_RUN_BY_TESTS = {
     ),
     "rabbitmq-plugins enable rabbitmq_management": (
         "the learner's own setup; the tests' nodes enable it in their enabled_plugins file"
-    ),
-    "docker compose exec rabbitmq rabbitmqctl list_queues name messages_ready "
-    "messages_unacknowledged": (
-        "needs a Docker engine; test_hello_world.py runs the same rabbitmqctl on its own broker"
-    ),
-    "docker compose exec rabbitmq rabbitmqctl delete_queue hello": (
-        "needs a Docker engine; test_work_queue.py runs the same rabbitmqctl on its own broker"
-    ),
-    "docker compose exec rabbitmq rabbitmqctl delete_queue task_queue": (
-        "needs a Docker engine; test_work_queue.py runs the same rabbitmqctl on its own broker"
-    ),
-    "docker compose exec rabbitmq rabbitmqctl list_queues name messages": (
-        "needs a Docker engine; test_work_queue.py runs the same rabbitmqctl on its own broker"
     ),
     "systemctl restart rabbitmq-server": (
         "the system's broker, which the tests never touch; test_work_queue.py restarts its own"
@@ -107,15 +64,6 @@ NOT_RUN_BY_TESTS = {
     'python -m pytest -m "not broker"': "run by .ci/run with no broker (checked below)",
     'tests/with-rabbitmq4.sh python -m pytest -m "long or not long"': (
         "run by .ci/run (checked below)"
-    ),
-    "docker compose restart rabbitmq": (
-        "needs a Docker engine; test_work_queue.py restarts the tests' own broker in its place"
-    ),
-    "docker compose kill rabbitmq": (
-        "needs a Docker engine; test_work_queue.py kills its own broker (SIGKILL) the same way"
-    ),
-    "docker compose up -d --wait": (
-        "needs a Docker engine; test_work_queue.py starts its killed broker again and waits for it"
     ),
     "RABBITMQ4_SUITE=sid RABBITMQ_TEST_DENY_DEPRECATED=1 tests/with-rabbitmq4.sh "
     'tests/with-docker.sh python -m pytest -m "long or not long"': (

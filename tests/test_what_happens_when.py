@@ -55,8 +55,9 @@ def test_ctrl_c_twice_quits_at_once_and_the_task_goes_back(scripts, probe):
     worker.wait_for("Finishing the current message first")
     worker.signal(signal.SIGINT)
 
-    assert worker.wait(timeout=3) == 1
+    assert worker.wait(timeout=10) == 1
     assert worker.lines[-1] == " [*] Interrupted"
+    assert worker.matching(r"^ \[x\] Done$") == []  # it quit inside the task, not after it
     assert probe.depth("task_queue") == 1
 
 
