@@ -13,10 +13,8 @@ RUN mkdir -p /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq/conf.d \
  && rm -rf /var/lib/rabbitmq/.erlang.cookie /var/lib/rabbitmq/mnesia \
  && printf '%s\n' 'loopback_users.guest = false' 'log.console = true' \
         > /etc/rabbitmq/conf.d/10-defaults.conf \
- && chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq \
- && setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
-        rabbitmq-plugins enable --offline rabbitmq_management \
- && rm -f /var/lib/rabbitmq/.erlang.cookie
+ && echo '[rabbitmq_management].' > /etc/rabbitmq/enabled_plugins \
+ && chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq
 COPY rabbitmq-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 VOLUME /var/lib/rabbitmq
 ENTRYPOINT ["docker-entrypoint.sh"]
