@@ -10,7 +10,6 @@ python task_queue/new_task.py -                          one task per line: add 
 import sys
 
 from task_command_line import (
-    JSON,
     add_task_arguments,
     build_task,
     describe,
@@ -18,6 +17,7 @@ from task_command_line import (
     parse_task,
     read_line,
 )
+from task_messages import CONTENT_TYPE
 
 from rabbit_queues.broker import Broker
 from rabbit_queues.cli import run_script, script_parser, send_standard_input
@@ -45,7 +45,7 @@ def main() -> None:
         # message_id property; the worker sends the result back under that id.
         # channel.basic_publish(exchange="", routing_key="tasks", body=body,
         #     properties=pika.BasicProperties(delivery_mode=2, message_id=task.id))
-        broker.publish(tasks, body, persistent=True, message_id=task.id, content_type=JSON)
+        broker.publish(tasks, body, persistent=True, message_id=task.id, content_type=CONTENT_TYPE)
         print(f" [x] Sent {describe(task)}")
 
 

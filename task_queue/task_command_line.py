@@ -7,12 +7,10 @@ import json
 import math
 import shlex
 
-from task_messages import MAX_CHAIN_STEPS, MAX_TASK_BYTES, BadTask, Step, Task
+from task_messages import CONTENT_TYPE, MAX_CHAIN_STEPS, MAX_TASK_BYTES, BadTask, Step, Task
 from tasks import registry
 
 from rabbit_queues.cli import NotSent, shortened
-
-JSON = "application/json"
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,4 +116,4 @@ def read_line(line: str) -> tuple[bytes, dict[str, str]]:
     line_parser = _LineParser(prog="a line of standard input", add_help=False)
     add_task_arguments(line_parser)
     task = build_task(parse_task(line_parser, shlex.split(line)))
-    return encoded(task), {"message_id": task.id, "content_type": JSON}
+    return encoded(task), {"message_id": task.id, "content_type": CONTENT_TYPE}

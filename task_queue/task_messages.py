@@ -27,6 +27,7 @@ STEP_FIELDS = {"type", "args"}
 MAX_CHAIN_STEPS = 10
 MAX_TASK_BYTES = 64 * 1024  # a task names a function and its arguments; bulk data goes elsewhere
 MAX_ID_BYTES = 255  # the id travels as the result's correlation_id, an AMQP short string
+CONTENT_TYPE = "application/json"  # the content_type property of a task and of a result
 
 
 class BadTask(Exception):

@@ -7,15 +7,13 @@ not JSON) gets an error result at once, and the message goes to 'tasks.dlq'; a t
 raises is tried again twice, a few seconds apart, before that.
 """
 
-from task_messages import BadTask, Result, Task, result_message
+from task_messages import CONTENT_TYPE, BadTask, Result, Task, result_message
 from tasks import registry
 
 from rabbit_queues.cli import run_script, script_parser
 from rabbit_queues.delivery import Delivery
 from rabbit_queues.queues import RESULTS, TASKS
 from rabbit_queues.staying_up import Worker
-
-JSON = "application/json"
 
 
 def callback(delivery: Delivery) -> None:  # pika calls it with each task
@@ -44,10 +42,8 @@ def callback(delivery: Delivery) -> None:  # pika calls it with each task
     # between repeats this step, but never loses the chain.
     next_step = task.next_step(value)
     if next_step is not None:  # channel.basic_publish, as new_task.py sends a task
-        step = next_step.encode()
-        delivery.broker.publish(
-            delivery.queue, step, persistent=True, message_id=next_step.id, content_type=JSON
-        )
+        properties = {"message_id": next_step.id, "content_type": CONTENT_TYPE}
+        delivery.broker.publish(delivery.queue, next_step.encode(), persistent=True, **properties)
     send_result(delivery, task_id, result)
     delivery.ack()  # channel.basic_ack(delivery_tag=method.delivery_tag)
     print(f" [x] Done: {Result.decode(result).outcome}")
@@ -59,7 +55,7 @@ def send_result(delivery: Delivery, task_id: str | None, result: bytes) -> None:
     delivery_mode=pika.DeliveryMode.Persistent, correlation_id=task_id))"""
     results = RESULTS.of_type(delivery.queue.queue_type)
     delivery.broker.publish(
-        results, result, persistent=True, correlation_id=task_id, content_type=JSON
+        results, result, persistent=True, correlation_id=task_id, content_type=CONTENT_TYPE
     )
 
 
