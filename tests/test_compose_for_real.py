@@ -17,11 +17,14 @@ import re
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import eventually
+from conftest import BrokerUnderTest, Scripts, eventually
 from readme_output import assert_prints
-from script_runner import REPO, RunningScript, python_on_path, succeeded
+from script_runner import RunningScript, succeeded
+
+from rabbit_queues.connection import DEFAULT_URL
 
 # Long (the compose file's brokers, built and started for real): python -m pytest -m long. One
 # process runs them in order: they share the compose project.
@@ -54,33 +57,24 @@ def _why_not_here() -> str | None:
     return None
 
 
-class Learner:
-    """Runs README lines in the repository, as a learner's terminal would: no AMQP_URL (the
-    scripts' default, localhost:5672), `python` the tests' interpreter."""
+class Learner(Scripts):
+    """Runs README lines as a learner's terminal would: no AMQP_URL (the scripts' default,
+    localhost:5672), `python` the tests' interpreter; compose commands get minutes."""
 
-    def __init__(self, bin_dir) -> None:
-        self.env = {k: v for k, v in os.environ.items() if k not in ("AMQP_URL", "MANAGEMENT_URL")}
-        self.env["PATH"] = python_on_path(bin_dir)
-        self.env.pop("PYTHONUNBUFFERED", None)
+    def __init__(self, bin_dir: Path) -> None:
+        super().__init__(BrokerUnderTest(url=DEFAULT_URL, kind="docker compose"), bin_dir)
+        del self.env["AMQP_URL"]
 
-    def run(self, command: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["bash", "-c", command],
-            cwd=REPO,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    def run(
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return super().run(command, env=env, timeout=timeout)
 
     def start_in_the_cluster(self, command: str) -> RunningScript:
         """A script started in a terminal where docs/cluster.md's exports were typed (bash
         then becomes the script: `exec`, after the line's own variables, if any)."""
         variables, python, script = command.partition("python ")
-        return RunningScript(
-            f"bash -c '{IN_THE_CLUSTER}\n{variables}exec {python}{script}'", self.env
-        )
+        return self.start(f"bash -c '{IN_THE_CLUSTER}\n{variables}exec {python}{script}'")
 
     def ready(self, queue: str, service: str = "rabbitmq") -> int | None:
         """Messages ready in ``queue``, as `rabbitmqctl list_queues` in the container says."""
@@ -106,6 +100,7 @@ def learner(tmp_path_factory) -> Iterator[Learner]:
     try:
         yield learner
     finally:
+        learner.stop_all()
         learner.run(f"{EVERY_PROFILE} down -v --remove-orphans")
 
 
